@@ -1,24 +1,36 @@
 """Experiments: YAML config -> sweep of trials -> trained seeds -> results directory -> report.
 
     cfg = lj.experiment.load_config("configs/quickstart.yaml", overrides=["train.steps=200"])
-    summary = lj.experiment.run(cfg, out_dir="runs/quickstart")
-    lj.experiment.report("runs/quickstart")
+    summary = lj.experiment.run(cfg, out_dir="runs/quickstart")    # trains, then reports
+    lj.experiment.write_report("runs/quickstart")                   # rebuild the report
+
+Modules, in the order data flows: ``schema`` (the config models), ``config`` (YAML, ``--set``
+overrides, one-pass validation), ``errors`` (one-line messages), ``sweep`` (trials),
+``runner`` (training), ``summary`` (the per-trial record), ``rundir`` (the directory's files),
+``report`` (tables and plots), ``api`` (``run``: runner then report).
 """
 
+from lstmjax.experiment import report  # the module; calling it is a deprecated alias
+from lstmjax.experiment.api import run
 from lstmjax.experiment.config import ConfigError, ExperimentConfig, from_dict, load_config
-from lstmjax.experiment.report import report
-from lstmjax.experiment.runner import RunError, read_metrics, run
+from lstmjax.experiment.report import write_report
+from lstmjax.experiment.rundir import RunError, load_run_config, read_metrics
+from lstmjax.experiment.summary import SeedResult, TrialSummary
 from lstmjax.experiment.sweep import Trial, expand
 
 __all__ = [
     "ConfigError",
     "ExperimentConfig",
     "RunError",
+    "SeedResult",
     "Trial",
+    "TrialSummary",
     "expand",
     "from_dict",
     "load_config",
+    "load_run_config",
     "read_metrics",
     "report",
     "run",
+    "write_report",
 ]

@@ -1,33 +1,44 @@
 """Reports for a run directory: ``results.csv``, ``report.md`` and ``plots/*.png``.
 
-    lj.experiment.report("runs/quickstart")      # also: lstmjax report runs/quickstart
+    lj.experiment.write_report("runs/quickstart")      # also: lstmjax report runs/quickstart
 
 The headline is a *variant x gap* table (variant: the swept values other than ``task.length``):
 seeds solved / seeds, median steps to solve and median final loss / chance loss; and the plot of
-solved fraction vs gap per variant. Finished trials are read from their ``summary.json`` and
-``metrics.jsonl``; unfinished ones show as ``running``.
+solved fraction vs gap per variant. Finished trials are read from their ``summary.json`` (a
+:class:`~lstmjax.experiment.summary.TrialSummary`, whose statistics the runner computed) and
+``metrics.jsonl``; unfinished ones show as ``running``. The definitions of solved, steps to
+solve and final loss are in :mod:`lstmjax.experiment.summary`.
 
-Definitions (per seed): *solved* -- the task's criterion held at an evaluation;
-*steps to solve* -- the first such evaluation step; *final loss* -- the evaluation loss at the
-seed's last evaluation (a diverged seed has none and is counted as not solved).
+Calling the module, ``lj.experiment.report(run_dir)``, is a deprecated alias of
+:func:`write_report`.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
-import statistics
+import sys
+import types
+import warnings
 from pathlib import Path
 from typing import Any
 
 from lstmjax._io import atomic_write_bytes, atomic_write_text
-from lstmjax.experiment.runner import METRICS_FILE, SUMMARY_FILE, load_run_config, read_metrics
+from lstmjax.experiment.rundir import (
+    METRICS_FILE,
+    PLOTS_DIR,
+    REPORT_FILE,
+    RESULTS_FILE,
+    SUMMARY_FILE,
+    load_run_config,
+    read_metrics,
+    read_summary,
+)
 from lstmjax.experiment.sweep import GAP_KEY, expand, format_value
 
-__all__ = ["report", "collect", "results_rows", "headline_table", "RESULT_COLUMNS"]
+__all__ = ["write_report", "collect", "results_rows", "headline_table", "RESULT_COLUMNS"]
 
 RESULT_COLUMNS = [
     "trial", "variant", "task", "cell", "length", "seed", "solved", "steps_to_solve",
@@ -35,7 +46,7 @@ RESULT_COLUMNS = [
 ]  # fmt: skip
 
 
-def report(run_dir: str | os.PathLike, *, plots: bool = True) -> dict:
+def write_report(run_dir: str | os.PathLike, *, plots: bool = True) -> dict:
     """Write ``results.csv``, ``report.md`` and (if ``plots``) ``plots/`` for a run directory.
 
     Returns ``{"table": headline markdown, "report": path, "results": path, "plots": [paths]}``.
@@ -50,27 +61,26 @@ def report(run_dir: str | os.PathLike, *, plots: bool = True) -> dict:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _csv(v) for k, v in row.items()})
-    atomic_write_text(run_dir / "results.csv", buf.getvalue())
+    atomic_write_text(run_dir / RESULTS_FILE, buf.getvalue())
 
     plot_paths = _plots(run_dir, trials, cfg) if plots else _existing_plots(run_dir)
     table = headline_table(trials)
-    atomic_write_text(run_dir / "report.md", _markdown(cfg, trials, table, plot_paths, run_dir))
+    atomic_write_text(run_dir / REPORT_FILE, _markdown(cfg, trials, table, plot_paths, run_dir))
     return {
         "table": table,
-        "report": str(run_dir / "report.md"),
-        "results": str(run_dir / "results.csv"),
+        "report": str(run_dir / REPORT_FILE),
+        "results": str(run_dir / RESULTS_FILE),
         "plots": [str(p) for p in plot_paths],
     }
 
 
 def collect(run_dir: Path):
-    """(run config, one dict per trial: name, variant, gap, values, summary or None, metrics)."""
+    """(run config, one dict per trial: name, variant, gap, values, cell, task, summary -- a
+    :class:`TrialSummary` or None while unfinished -- and metrics lines)."""
     cfg = load_run_config(run_dir)
     out = []
     for trial in expand(cfg):
         tdir = run_dir / trial.name
-        summary_path = tdir / SUMMARY_FILE
-        summary = json.loads(summary_path.read_text("utf-8")) if summary_path.exists() else None
         out.append({
             "name": trial.name,
             "variant": trial.variant,
@@ -78,7 +88,7 @@ def collect(run_dir: Path):
             "values": trial.values,
             "cell": trial.cfg.model.cell,
             "task": trial.cfg.task.name,
-            "summary": summary,
+            "summary": read_summary(tdir / SUMMARY_FILE),
             "metrics": read_metrics(tdir / METRICS_FILE),
         })
     return cfg, out
@@ -91,30 +101,15 @@ def results_rows(trials: list[dict]) -> list[dict]:
         s = t["summary"]
         if s is None:
             continue
-        for seed in s["per_seed"]:
+        for seed in s.per_seed:
             row = {
-                "trial": t["name"], "variant": t["variant"], "task": s["task"],
-                "cell": s["cell"], "length": s["length"], "chance_loss": s["chance_loss"],
+                "trial": t["name"], "variant": t["variant"], "task": s.task,
+                "cell": s.cell, "length": s.length, "chance_loss": s.chance_loss,
             }  # fmt: skip
-            row.update({k: seed[k] for k in RESULT_COLUMNS if k in seed})
+            row.update({k: getattr(seed, k) for k in RESULT_COLUMNS if hasattr(seed, k)})
             row.update({k: v for k, v in t["values"].items() if k not in ("model.cell", GAP_KEY)})
             rows.append(row)
     return rows
-
-
-def trial_stats(summary: dict) -> dict:
-    """Solved count, seeds, median steps to solve, median final loss (non-diverged seeds)."""
-    seeds = summary["per_seed"]
-    steps = [s["steps_to_solve"] for s in seeds if s["solved"]]
-    losses = [s["final_loss"] for s in seeds if not s["diverged"] and s["final_loss"] is not None]
-    return {
-        "solved": len(steps),
-        "seeds": len(seeds),
-        "median_steps": statistics.median(steps) if steps else None,
-        "median_final_loss": statistics.median(losses) if losses else None,
-        "diverged": sum(s["diverged"] for s in seeds),
-        "chance_loss": summary["chance_loss"],
-    }
 
 
 def headline_table(trials: list[dict]) -> str:
@@ -139,13 +134,13 @@ def headline_table(trials: list[dict]) -> str:
 def _entry(t: dict) -> str:
     if t["summary"] is None:
         return "running"
-    st = trial_stats(t["summary"])
-    steps = _fmt_steps(st["median_steps"])
-    if st["median_final_loss"] is None:
-        ratio = "diverged" if st["diverged"] else "–"
+    s = t["summary"]
+    steps = _fmt_steps(s.median_steps_to_solve)
+    if s.median_final_loss is None:
+        ratio = "diverged" if s.diverged_seeds else "–"
     else:
-        ratio = f"{st['median_final_loss'] / st['chance_loss']:.2f}"
-    return f"{st['solved']}/{st['seeds']} · {steps} · {ratio}"
+        ratio = f"{s.median_final_loss / s.chance_loss:.2f}"
+    return f"{s.solved_seeds}/{len(s.per_seed)} · {steps} · {ratio}"
 
 
 def _trials_table(trials: list[dict]) -> str:
@@ -158,12 +153,12 @@ def _trials_table(trials: list[dict]) -> str:
         if t["summary"] is None:
             lines.append(f"| {t['name']} | {t['variant']} | {t['gap']} | running | | | | |")
             continue
-        st = trial_stats(t["summary"])
-        loss = "–" if st["median_final_loss"] is None else f"{st['median_final_loss']:.4g}"
+        s = t["summary"]
+        loss = "–" if s.median_final_loss is None else f"{s.median_final_loss:.4g}"
         lines.append(
-            f"| {t['name']} | {t['variant']} | {t['gap']} | {st['solved']}/{st['seeds']} "
-            f"| {_fmt_steps(st['median_steps'])} | {loss} | {st['chance_loss']:.4g} "
-            f"| {st['diverged']} |"
+            f"| {t['name']} | {t['variant']} | {t['gap']} | {s.solved_seeds}/{len(s.per_seed)} "
+            f"| {_fmt_steps(s.median_steps_to_solve)} | {loss} | {s.chance_loss:.4g} "
+            f"| {s.diverged_seeds} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -219,14 +214,14 @@ def _plots(run_dir: Path, trials: list[dict], cfg) -> list[Path]:
     done = [t for t in trials if t["summary"] is not None]
     if not done:
         return []
-    paths = [run_dir / "plots" / name for name in PLOTS]
+    paths = [run_dir / PLOTS_DIR / name for name in PLOTS]
     _save(_solved_vs_gap(done, cfg), paths[0])
     _save(_learning_curves(done, cfg), paths[1])
     return paths
 
 
 def _existing_plots(run_dir: Path) -> list[Path]:
-    return [p for p in (run_dir / "plots" / n for n in PLOTS) if p.exists()]
+    return [p for p in (run_dir / PLOTS_DIR / n for n in PLOTS) if p.exists()]
 
 
 def _figure(width: float, height: float):
@@ -252,12 +247,12 @@ def _solved_vs_gap(trials: list[dict], cfg):
     markers = "osD^vP*Xh<>"
     for i, v in enumerate(variants):
         pts = sorted(
-            (t["gap"], trial_stats(t["summary"])) for t in trials if t["variant"] == v
+            (t["gap"], t["summary"].solved_fraction) for t in trials if t["variant"] == v
         )
         xs = [g for g, _ in pts]
         # a small vertical offset per variant keeps coinciding lines (all at 1.0) visible
         offset = 0.012 * (i - (len(variants) - 1) / 2)
-        ys = [st["solved"] / st["seeds"] + offset for _, st in pts]
+        ys = [frac + offset for _, frac in pts]
         ax.plot(xs, ys, marker=markers[i % len(markers)], label=v, color=f"C{i % 10}",
                 linestyle="-" if len(xs) > 1 else "none", alpha=0.9)
     if len(gaps) > 1 and min(gaps) > 0:
@@ -280,13 +275,13 @@ def _learning_curves(trials: list[dict], cfg):
     nrows = math.ceil(len(variants) / ncols)
     fig = _figure(4.2 * ncols, 3.2 * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
-    chances = {t["summary"]["chance_loss"] for t in trials}
+    chances = {t["summary"].chance_loss for t in trials}
     for ax in axes.flat[len(variants):]:
         ax.set_visible(False)
     for ax, v in zip(axes.flat, variants, strict=False):
         for t in (t for t in trials if t["variant"] == v):
             color = colors[t["gap"]]
-            for k, seed in enumerate(t["summary"]["seeds"]):
+            for k, seed in enumerate(t["summary"].seeds):
                 pts = [(m["step"], m["loss"]) for m in t["metrics"]
                        if m["seed"] == seed and m.get("loss") is not None and m["loss"] > 0]
                 if pts:
@@ -294,7 +289,7 @@ def _learning_curves(trials: list[dict], cfg):
                     ax.plot(xs, ys, color=color, lw=1, alpha=0.8,
                             label=f"gap {t['gap']}" if k == 0 else None)
             if len(chances) > 1:  # chance depends on the gap: one line per gap
-                ax.axhline(t["summary"]["chance_loss"], color=color, ls="--", lw=1, alpha=0.7)
+                ax.axhline(t["summary"].chance_loss, color=color, ls="--", lw=1, alpha=0.7)
         if len(chances) == 1:
             ax.axhline(next(iter(chances)), color="black", ls="--", lw=1, alpha=0.7)
         ax.set_yscale("log")
@@ -308,3 +303,22 @@ def _learning_curves(trials: list[dict], cfg):
     axes.flat[0].legend(fontsize="small", title="dashed: chance")
     fig.suptitle(f"{cfg.name}: learning curves ({cfg.task.name})")
     return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Deprecated: ``lj.experiment.report(run_dir)`` -- the module itself is callable for one release
+# ----------------------------------------------------------------------------------------------
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, run_dir, **kwargs):
+        warnings.warn(
+            "lstmjax.experiment.report(run_dir) is deprecated; call "
+            "lstmjax.experiment.write_report(run_dir)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return write_report(run_dir, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

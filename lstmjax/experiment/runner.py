@@ -1,13 +1,6 @@
-"""Run an experiment: expand the sweep, train every trial (seeds vmapped), write the results
-directory, resume interrupted runs.
-
-    RUN_DIR/
-      config.yaml              the resolved experiment config (sweep included)
-      <trial>/config.yaml      the trial's own config (no sweep)
-      <trial>/metrics.jsonl    one line per (evaluation, active seed)
-      <trial>/checkpoints/     orbax checkpoints of the vmapped train state, by step
-      <trial>/summary.json     per-seed outcome; its presence marks the trial finished
-      results.csv, report.md, plots/   written by lstmjax.experiment.report
+"""Train the trials of an experiment into a run directory (seeds vmapped), resuming interrupted
+runs. The layout of the directory and its files is :mod:`lstmjax.experiment.rundir`; the report
+is :mod:`lstmjax.experiment.report` (this module never writes it).
 
 Crash safety: every file is replaced atomically (lstmjax._io) and orbax commits a checkpoint by
 renaming its directory. After each chunk boundary that is due for a checkpoint the runner first
@@ -21,44 +14,47 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from lstmjax._io import atomic_write_json, atomic_write_text, json_safe, remove_stale_temporaries
-from lstmjax.experiment.config import ConfigError, ExperimentConfig, dump_yaml, from_dict, to_dict
+from lstmjax._io import atomic_write_text, remove_stale_temporaries
+from lstmjax.experiment.config import to_dict
 from lstmjax.experiment.progress import Reporter, make_reporter
+from lstmjax.experiment.rundir import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    Checkpointer,
+    RunError,
+    check_same_config,
+    read_metrics,
+    read_summary,
+    read_yaml,
+    run_dir_for,
+    write_config,
+    write_metrics,
+    write_summary,
+)
+from lstmjax.experiment.schema import ExperimentConfig
+from lstmjax.experiment.summary import SeedResult, TrialSummary
 from lstmjax.experiment.sweep import Trial, expand
 
-__all__ = ["run", "run_trial", "RunError", "read_metrics", "run_dir_for"]
-
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
-CHECKPOINT_DIR = "checkpoints"
+__all__ = ["run_trials", "run_trial", "compile_trial", "seeds_in_one_program"]
 
 
-class RunError(ConfigError):
-    """A problem with the run directory (exists, or differs from the config being resumed)."""
-
-
-def run_dir_for(cfg: ExperimentConfig, out_dir: str | os.PathLike | None = None) -> Path:
-    """``out_dir`` if given, else ``<output.dir>/<name>``."""
-    return Path(out_dir) if out_dir is not None else Path(cfg.output.dir) / cfg.name
-
-
-def run(
+def run_trials(
     cfg: ExperimentConfig,
     out_dir: str | os.PathLike | None = None,
     *,
     resume: bool = False,
     progress: str | Reporter | None = None,
-    report: bool = True,
 ) -> dict:
-    """Train every trial of ``cfg`` and write the results directory; returns a run summary.
+    """Train every trial of ``cfg`` into its run directory; returns a run summary
+    ``{"name", "run_dir", "wall_time_s", "trials": [summary.json dicts]}``.
 
     Without ``resume`` the directory must not exist yet (or be empty). With ``resume``,
     finished trials are skipped and unfinished ones continue from their last checkpoint; the
@@ -95,17 +91,12 @@ def run(
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         reporter.close()
-    result = {
+    return {
         "name": cfg.name,
         "run_dir": str(run_dir),
         "wall_time_s": time.monotonic() - t0,
-        "trials": summaries,
+        "trials": [s.to_json() for s in summaries],
     }
-    if report:
-        from lstmjax.experiment.report import report as make_report
-
-        result["report"] = make_report(run_dir, plots=cfg.output.plots)
-    return result
 
 
 def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> None:
@@ -119,35 +110,10 @@ def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> None
                 f"{run_dir}: already exists; continue it with --resume or choose another --out"
             )
         if config_path.exists():
-            _check_same(_read_yaml(config_path), resolved, config_path)
+            check_same_config(read_yaml(config_path), resolved, config_path)
     run_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(run_dir)
-    atomic_write_text(config_path, dump_yaml(resolved))
-
-
-def _check_same(stored: dict, current: dict, path: Path) -> None:
-    """Refuse to resume with a different experiment (output settings may differ)."""
-    for section in ("name", "task", "model", "train", "sweep"):
-        if stored.get(section) != current.get(section):
-            diff = _first_difference(stored.get(section), current.get(section), section)
-            raise RunError(
-                f"{path}: the run was made with a different config ({diff}); "
-                "use another --out to start a new run"
-            )
-
-
-def _first_difference(a: Any, b: Any, path: str) -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in list(a) + [k for k in b if k not in a]:
-            if a.get(k) != b.get(k):
-                return _first_difference(a.get(k), b.get(k), f"{path}.{k}")
-    return f"{path}: stored {a!r}, now {b!r}"
-
-
-def _read_yaml(path: Path) -> dict:
-    import yaml
-
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    write_config(config_path, resolved)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,7 +129,7 @@ def run_trial(
     reporter: Reporter | None = None,
     count: int = 1,
     compiled: CompiledTrial | None = None,
-) -> dict:
+) -> TrialSummary:
     """Train one trial (all its seeds in one program) in ``trial_dir``; returns its summary.
 
     ``compiled``: the trial's programs from :func:`compile_trial` (compiled here if absent).
@@ -174,7 +140,7 @@ def run_trial(
     cfg, tc = trial.cfg, trial.cfg.train
     summary_path = trial_dir / SUMMARY_FILE
     if resume and summary_path.exists():
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        summary = read_summary(summary_path)
         reporter.message(f"[{trial.index + 1}/{count}] {trial.name}: finished earlier, skipped")
         return summary
 
@@ -188,7 +154,7 @@ def run_trial(
     remove_stale_temporaries(trial_dir)
     config_path = trial_dir / CONFIG_FILE
     if resume and config_path.exists():
-        _check_same(_read_yaml(config_path), to_dict(cfg), config_path)
+        check_same_config(read_yaml(config_path), to_dict(cfg), config_path)
     checkpoints = Checkpointer(trial_dir / CHECKPOINT_DIR, keep=cfg.output.keep_checkpoints)
     lines: list[dict] = []
     restored = checkpoints.latest_step() if resume else None
@@ -197,7 +163,7 @@ def run_trial(
         lines = [m for m in read_metrics(trial_dir / METRICS_FILE) if m["step"] <= restored]
     else:
         checkpoints.clear()
-        atomic_write_text(config_path, dump_yaml(to_dict(cfg)))
+        write_config(config_path, to_dict(cfg))
         atomic_write_text(trial_dir / METRICS_FILE, "")
 
     step = int(state.step[0])
@@ -221,24 +187,26 @@ def run_trial(
         reporter.update(step, *status)
         done = step >= total or _all_frozen(state, tc.early_stop)
         if done or step - last_saved >= cfg.output.checkpoint_every:
-            _write_metrics(trial_dir / METRICS_FILE, lines)
+            write_metrics(trial_dir / METRICS_FILE, lines)
             checkpoints.save(step, state)
             last_saved = step
     loop_s = time.monotonic() - t_loop
 
-    summary = _summarise(trial, trainer.task, state, lines, seeds)
-    summary["wall_time_s"] = time.monotonic() - t_start
-    summary["compile_s"] = compiled.compile_s
-    summary["first_chunk_s"] = first_chunk_s
     # throughput after compilation (chunks after the first), in seed-steps per second
+    throughput = None
     if steps_run > trainer.steps_per_chunk and first_chunk_s is not None:
         later = loop_s - first_chunk_s
-        summary["seed_steps_per_s"] = (
-            (steps_run - trainer.steps_per_chunk) * len(seeds) / later if later > 0 else None
-        )
-    summary["resumed_from_step"] = restored
-    _write_metrics(trial_dir / METRICS_FILE, lines)
-    atomic_write_json(summary_path, summary)
+        if later > 0:
+            throughput = (steps_run - trainer.steps_per_chunk) * len(seeds) / later
+    summary = _summarise(trial, trainer.task, state, lines, seeds).replace(
+        wall_time_s=time.monotonic() - t_start,
+        compile_s=compiled.compile_s,
+        first_chunk_s=first_chunk_s,
+        seed_steps_per_s=throughput,
+        resumed_from_step=restored,
+    )
+    write_metrics(trial_dir / METRICS_FILE, lines)
+    write_summary(summary_path, summary)
     note = "" if restored is None else f" (resumed from step {restored})"
     reporter.end_trial(step, *_status(lines, seeds, state), note)
     return summary
@@ -361,7 +329,7 @@ def _status(lines: list[dict], seeds: list[int], state) -> tuple[float, int, int
     return loss, solved, diverged
 
 
-def _summarise(trial: Trial, task, state, lines: list[dict], seeds: list[int]) -> dict:
+def _summarise(trial: Trial, task, state, lines: list[dict], seeds: list[int]) -> TrialSummary:
     import numpy as np
 
     solved_step = np.asarray(state.solved_step)
@@ -373,113 +341,28 @@ def _summarise(trial: Trial, task, state, lines: list[dict], seeds: list[int]) -
     per_seed = []
     for i, seed in enumerate(seeds):
         final = last.get(seed, {})
-        per_seed.append({
-            "seed": seed,
-            "solved": bool(solved_step[i] >= 0),
-            "steps_to_solve": int(solved_step[i]) if solved_step[i] >= 0 else None,
-            "final_loss": final.get("loss"),
-            "final_accuracy": final.get("accuracy"),
-            "diverged": bool(diverged_step[i] >= 0),
-            "diverged_step": int(diverged_step[i]) if diverged_step[i] >= 0 else None,
-            "steps_trained": int(updates[i]),
-        })
-    solve_steps = [s["steps_to_solve"] for s in per_seed if s["solved"]]
+        per_seed.append(SeedResult(
+            seed=seed,
+            solved=bool(solved_step[i] >= 0),
+            steps_to_solve=int(solved_step[i]) if solved_step[i] >= 0 else None,
+            final_loss=final.get("loss"),
+            final_accuracy=final.get("accuracy"),
+            diverged=bool(diverged_step[i] >= 0),
+            diverged_step=int(diverged_step[i]) if diverged_step[i] >= 0 else None,
+            steps_trained=int(updates[i]),
+        ))
     cfg = trial.cfg
-    return json_safe({
-        "trial": trial.name,
-        "index": trial.index,
-        "values": trial.values,
-        "variant": trial.variant,
-        "task": cfg.task.name,
-        "cell": cfg.model.cell,
-        "length": cfg.task.length,
-        "chance_loss": float(task.chance_loss),
-        "loss_type": task.loss_type,
-        "steps": cfg.train.steps,
-        "seeds": seeds,
-        "solved_fraction": len(solve_steps) / len(seeds),
-        "median_steps_to_solve": statistics.median(solve_steps) if solve_steps else None,
-        "diverged_seeds": sum(s["diverged"] for s in per_seed),
-        "per_seed": per_seed,
-    })
-
-
-def _write_metrics(path: Path, lines: list[dict]) -> None:
-    text = "".join(json.dumps(line, allow_nan=False) + "\n" for line in lines)
-    atomic_write_text(path, text)
-
-
-def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """The lines of a ``metrics.jsonl`` file ([] if it does not exist)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-
-
-# ----------------------------------------------------------------------------------------------
-# Checkpoints
-# ----------------------------------------------------------------------------------------------
-
-
-class Checkpointer:
-    """Orbax checkpoints of a train-state pytree, one directory per step.
-
-    Saving is synchronous; orbax writes into a temporary directory and renames it when
-    complete, so a killed process leaves either a whole checkpoint or a temporary directory
-    that is deleted on the next start.
-    """
-
-    def __init__(self, directory: Path, keep: int = 1):
-        self.directory = Path(directory).absolute()
-        self.keep = keep
-        self._manager = None
-
-    def _mgr(self):
-        if self._manager is None:
-            import orbax.checkpoint as ocp
-
-            self.directory.mkdir(parents=True, exist_ok=True)
-            for stale in self.directory.glob("*.orbax-checkpoint-tmp*"):
-                shutil.rmtree(stale, ignore_errors=True)
-            self._manager = ocp.CheckpointManager(
-                self.directory,
-                options=ocp.CheckpointManagerOptions(
-                    max_to_keep=self.keep, enable_async_checkpointing=False, create=True
-                ),
-            )
-        return self._manager
-
-    def latest_step(self) -> int | None:
-        if not self.directory.is_dir():
-            return None
-        return self._mgr().latest_step()
-
-    def save(self, step: int, state) -> None:
-        import orbax.checkpoint as ocp
-
-        mgr = self._mgr()
-        mgr.save(step, args=ocp.args.StandardSave(state), force=True)
-        mgr.wait_until_finished()
-
-    def restore(self, step: int, like):
-        """The state saved at ``step``, with the structure and dtypes of ``like``."""
-        import jax
-        import orbax.checkpoint as ocp
-
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        return self._mgr().restore(step, args=ocp.args.StandardRestore(abstract))
-
-    def clear(self) -> None:
-        """Delete all checkpoints (a fresh start in a directory left by an earlier attempt)."""
-        self._manager = None
-        if self.directory.exists():
-            shutil.rmtree(self.directory)
-
-
-def load_run_config(run_dir: str | os.PathLike) -> ExperimentConfig:
-    """The resolved config stored in a run directory."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.exists():
-        raise RunError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
-    return from_dict(_read_yaml(path))
+    return TrialSummary.build(
+        per_seed,
+        trial=trial.name,
+        index=trial.index,
+        values=trial.values,
+        variant=trial.variant,
+        task=cfg.task.name,
+        cell=cfg.model.cell,
+        length=cfg.task.length,
+        chance_loss=float(task.chance_loss),
+        loss_type=task.loss_type,
+        steps=cfg.train.steps,
+        seeds=seeds,
+    )

@@ -7,18 +7,23 @@ keys share a last component)::
     sweep: {model.cell: [rnn, lstm], task.length: [25, 50]}
     -> cell-rnn__length-25, cell-rnn__length-50, cell-lstm__length-25, cell-lstm__length-50
 
-With no sweep the single trial is called ``default``.
+With no sweep the single trial is called ``default``. Each trial's ``model.options`` keep only
+the options its cell takes (:func:`lstmjax.cells.applicable_options`): this is the one place
+where a shared options block is filtered.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import itertools
 import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from lstmjax.experiment.config import ExperimentConfig, _trial_dicts
+from lstmjax.experiment.schema import ExperimentConfig
 
-__all__ = ["Trial", "expand", "trial_name", "format_value"]
+__all__ = ["Trial", "Point", "expand", "points", "trial_name", "format_value", "GAP_KEY"]
 
 GAP_KEY = "task.length"
 
@@ -38,27 +43,77 @@ class Trial:
         return variant_label({k: v for k, v in self.values.items() if k != GAP_KEY}, self.cfg)
 
 
-def expand(cfg: ExperimentConfig) -> list[Trial]:
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """A point of the sweep before validation: ``values`` of the swept keys, ``positions``
+    (index of each value in its sweep list) and ``raw``, the trial's plain dict (no sweep,
+    options not yet filtered)."""
+
+    index: int
+    values: dict[str, Any]
+    positions: dict[str, int]
+    raw: dict
+
+    @property
+    def label(self) -> str | None:
+        """``sweep model.cell='rnn', task.length=25`` (None without a sweep)."""
+        if not self.values:
+            return None
+        return "sweep " + ", ".join(f"{k}={v!r}" for k, v in self.values.items())
+
+
+def points(cfg: ExperimentConfig) -> Iterator[Point]:
+    """Every point of ``cfg``'s sweep in product order (last key fastest)."""
+    base = cfg.model_dump(mode="json")
+    base["sweep"] = {}
+    keys = list(cfg.sweep)
+    ranges = [range(len(cfg.sweep[k])) for k in keys]
+    for index, combo in enumerate(itertools.product(*ranges)):
+        positions = dict(zip(keys, combo, strict=True))
+        values = {k: cfg.sweep[k][i] for k, i in positions.items()}
+        yield Point(index, values, positions, with_values(base, values))
+
+
+def expand(
+    cfg: ExperimentConfig, validate: Callable[[Point], ExperimentConfig] | None = None
+) -> list[Trial]:
     """The trials of ``cfg``'s sweep in product order (last key fastest).
 
     Each trial's config has no sweep, and its ``model.options`` keep only what its cell takes.
+    ``validate(point)`` turns a point (options filtered) into its config; the default is the
+    schema alone (``cfg`` was validated as a whole when it was loaded).
     """
-    from lstmjax.train.model import cell_options
+    from lstmjax import cells
 
-    keys = list(cfg.sweep)
-    labels = _short_keys(keys)
+    validate = validate or (lambda p: ExperimentConfig.model_validate(p.raw))
+    labels = _short_keys(list(cfg.sweep))
     trials, seen = [], set()
-    for index, (raw, _) in enumerate(_trial_dicts(cfg)):
-        values = {k: _lookup(raw, k) for k in keys}
-        # the options this trial's cell takes (a shared options block may name others)
-        raw["model"]["options"] = cell_options(raw["model"]["cell"], raw["model"]["options"])
-        trial_cfg = ExperimentConfig.model_validate(raw)  # `cfg` was validated as a whole
-        name = trial_name(values, labels)
+    for point in points(cfg):
+        model = point.raw["model"]
+        if model.get("cell") in cells.names() and isinstance(model.get("options"), dict):
+            model["options"] = cells.applicable_options(model["cell"], model["options"])
+        trial_cfg = validate(point)
+        name = trial_name(point.values, labels)
         if name in seen:  # two values that print alike, e.g. 0.1 and "0.1"
-            name = f"{name}__{index}"
+            name = f"{name}__{point.index}"
         seen.add(name)
-        trials.append(Trial(index, name, values, trial_cfg))
+        trials.append(Trial(point.index, name, point.values, trial_cfg))
     return trials
+
+
+def with_values(raw: dict, assignment: dict[str, Any]) -> dict:
+    """A deep copy of ``raw`` with dotted keys set (``{"task.length": 50}``)."""
+    out = copy.deepcopy(raw)
+    for key, value in assignment.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[parts[-1]] = value
+    return out
 
 
 def trial_name(values: dict[str, Any], labels: dict[str, str] | None = None) -> str:
@@ -99,10 +154,3 @@ def _short_keys(keys: list[str]) -> dict[str, str]:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+=,-]", "-", text) or "none"
-
-
-def _lookup(raw: dict, key: str) -> Any:
-    node: Any = raw
-    for part in key.split("."):
-        node = node[part]
-    return node

@@ -1,0 +1,222 @@
+"""The experiment schema: frozen pydantic models of one YAML experiment file.
+
+Defaults shown; only ``task.name`` is required::
+
+    name: <file stem>          # run directory: <output.dir>/<name>
+    description: ""
+    task: {name: ..., length: 100, <task params>}   # `length` is the gap for every task
+    model:
+      cell: lstm               # lstmjax.cells.names()
+      hidden_size: 64
+      num_layers: 1
+      bidirectional: false
+      dropout: 0.0             # between layers
+      recurrent_dropout: 0.0   # variational, on h_{t-1}
+      proj_size: 0
+      residual: false
+      options: {}              # cell options; each reaches the cells of the sweep that take it
+    train:
+      optimizer: adam          # adam | adamw | sgd | rmsprop
+      learning_rate: 1.0e-3
+      b1: 0.9, b2: 0.999, eps: 1.0e-8   # adam, adamw (eps also rmsprop)
+      momentum: null           # sgd (null: 0.9), rmsprop (null: none)
+      rms_decay: 0.9           # rmsprop
+      weight_decay: 0.0        # decoupled for adamw, L2 otherwise
+      schedule: constant       # constant | cosine | step, after warmup_steps of linear warmup
+      warmup_steps: 0
+      decay_every: 1000        # step: lr *= decay_factor every decay_every steps
+      decay_factor: 0.5
+      final_lr_fraction: 0.0   # cosine: final lr / peak lr
+      grad_clip: 1.0           # global-norm clipping (null: off)
+      grad_clip_value: null    # elementwise clipping (null: off)
+      batch_size: 32
+      steps: 3000
+      eval_every: 100          # steps per chunk: evaluate, report progress, maybe checkpoint
+      eval_batch_size: 256     # fresh sequences per evaluation
+      early_stop: true         # freeze a seed once the task's `solved` criterion holds
+      vmap_seeds: true         # seeds via jax.vmap (false: lax.map, one after another)
+      seeds: 1                 # a count (seeds 0..n-1) or a list of seeds
+    sweep: {}                  # dotted key -> list of values; the cartesian product
+    output:
+      dir: runs
+      checkpoint_every: 500    # steps (at the next chunk boundary)
+      keep_checkpoints: 1
+      plots: true
+      progress: auto           # auto | rich | plain | none
+
+This module checks types, ranges and the relations inside one section; what needs the cell
+and task registries (names, options, task parameters) is checked by
+:func:`lstmjax.experiment.config.from_dict` when it builds each trial.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "ExperimentConfig",
+    "TaskConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "OutputConfig",
+    "SECTIONS",
+    "SWEEPABLE",
+    "fields_at",
+    "known_paths",
+]
+
+
+def _seeds(value: Any) -> Any:
+    """``seeds: 3`` means seeds 0, 1, 2; a list names them."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a seed count >= 1 or a list of integer seeds, got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError(f"expected a seed count >= 1 or a list of seeds, got {value!r}")
+        return tuple(range(value))
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError("empty list of seeds (give a count or at least one seed)")
+        for s in value:
+            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+                raise ValueError(f"seeds must be integers >= 0, got {s!r}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"seeds must be distinct, got {list(value)}")
+        return tuple(value)
+    raise ValueError(f"expected a seed count >= 1 or a list of integer seeds, got {value!r}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class TaskConfig(BaseModel):
+    """``task: {name: adding, length: 100, <task params>...}`` -- params sit beside the name."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+
+    name: str
+    length: int = Field(100, ge=1)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Task parameters other than name and length."""
+        return dict(self.model_extra or {})
+
+
+class ModelConfig(_Section):
+    """The recurrent network; a per-step linear readout is always added on top."""
+
+    cell: str = "lstm"
+    hidden_size: int = Field(64, ge=1)
+    num_layers: int = Field(1, ge=1)
+    bidirectional: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    proj_size: int = Field(0, ge=0)
+    residual: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _proj_below_hidden(self):
+        if self.proj_size >= self.hidden_size and self.proj_size:
+            raise ValueError(
+                f"proj_size: {self.proj_size} must be smaller than "
+                f"model.hidden_size ({self.hidden_size})"
+            )
+        return self
+
+
+class TrainConfig(_Section):
+    """Optimiser, schedule, clipping, budget, evaluation cadence and seeds."""
+
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0.0)
+    b1: float = Field(0.9, ge=0.0, lt=1.0)
+    b2: float = Field(0.999, ge=0.0, lt=1.0)
+    eps: float = Field(1e-8, gt=0.0)
+    momentum: float | None = Field(None, ge=0.0, lt=1.0)
+    rms_decay: float = Field(0.9, gt=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    schedule: Literal["constant", "cosine", "step"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    decay_every: int = Field(1000, ge=1)
+    decay_factor: float = Field(0.5, gt=0.0, le=1.0)
+    final_lr_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    grad_clip: float | None = Field(1.0, gt=0.0)
+    grad_clip_value: float | None = Field(None, gt=0.0)
+    batch_size: int = Field(32, ge=1)
+    steps: int = Field(3000, ge=1)
+    eval_every: int = Field(100, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
+    early_stop: bool = True
+    vmap_seeds: bool = True
+    seeds: Annotated[tuple[int, ...], BeforeValidator(_seeds)] = (0,)
+
+    @model_validator(mode="after")
+    def _eval_within_budget(self):
+        if self.eval_every > self.steps:
+            raise ValueError(
+                f"eval_every: {self.eval_every} is larger than train.steps ({self.steps})"
+            )
+        if self.warmup_steps >= self.steps and self.warmup_steps:
+            raise ValueError(
+                f"warmup_steps: {self.warmup_steps} must be smaller than train.steps "
+                f"({self.steps})"
+            )
+        return self
+
+
+class OutputConfig(_Section):
+    """Where results go and how often training state is checkpointed."""
+
+    dir: str = "runs"
+    checkpoint_every: int = Field(500, ge=1)
+    keep_checkpoints: int = Field(1, ge=1)
+    plots: bool = True
+    progress: Literal["auto", "rich", "plain", "none"] = "auto"
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+SWEEPABLE = ("task", "model", "train")
+SECTIONS = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig, "output": OutputConfig}
+
+
+class ExperimentConfig(_Section):
+    """A whole experiment: one base trial plus a sweep (dotted key -> list of values)."""
+
+    name: str = "experiment"
+    description: str = ""
+    task: TaskConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(
+                f"{v!r} is not a valid run name (use letters, digits, '_', '-', '.', '+')"
+            )
+        return v
+
+
+def fields_at(loc: tuple) -> list[str]:
+    """The schema's field names at a location, e.g. ``("train",)`` -> TrainConfig's fields."""
+    model: Any = ExperimentConfig
+    for part in loc:
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        model = field.annotation
+    return list(model.model_fields) if hasattr(model, "model_fields") else []
+
+
+def known_paths() -> list[str]:
+    """Every sweepable dotted key of the schema (``task.length``, ``model.cell``, …)."""
+    return [f"{s}.{f}" for s in SWEEPABLE for f in SECTIONS[s].model_fields]
