@@ -79,7 +79,8 @@ def lstmjax_contenders(family: str, cfg: Config, x_BTD, *, reference: bool = Tru
 
 def reference_cell(cell):
     """The same cell with no fast path: ``recur_scan`` runs the reference ``lax.scan`` loop."""
-    cls = type(f"Reference{type(cell).__name__}", (type(cell),), {"fast_path": None})
+    cls = type(f"Reference{type(cell).__name__}", (type(cell),),
+               {"recur_scan": type(cell).reference_recur_scan})
     fields = {f.name: getattr(cell, f.name) for f in dataclasses.fields(cell)}
     return cls(**fields)
 

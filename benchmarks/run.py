@@ -226,7 +226,7 @@ def run_training(rep: Report, repeats: int, quick: bool):
 # ---- driver ---------------------------------------------------------------------------------
 def _header(torch_threads: int, malloc: str) -> list[str]:
     v = harness.versions()
-    how = ("glibc tuned by lstmjax.fast.allocator.keep_freed_memory() (no per-step page faults)"
+    how = ("glibc tuned by lstmjax._allocator.keep_freed_memory() (no per-step page faults)"
            if malloc == "tuned" else "glibc defaults (large blocks are mmap'd per call)")
     return [
         f"- date: {harness.now()}",
@@ -257,7 +257,7 @@ def parse_args(argv):
                    help=f"sections {SECTIONS}, families {FAMILIES} or configs to run")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per contender")
     p.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
-                   help="tuned: keep freed memory (lstmjax.fast.allocator), applied to every "
+                   help="tuned: keep freed memory (lstmjax._allocator), applied to every "
                         "contender alike; default: glibc as is")
     p.add_argument("--out", type=Path, default=None,
                    help="results markdown (default: benchmarks/RESULTS.md on full runs, "
@@ -292,7 +292,7 @@ def _run(args, torch) -> int:
 
     rep = Report()
     if args.malloc == "tuned":
-        from lstmjax.fast.allocator import keep_freed_memory
+        from lstmjax._allocator import keep_freed_memory
 
         keep_freed_memory()
     header = _header(torch.get_num_threads(), args.malloc)

@@ -10,9 +10,10 @@ than the recurrence itself (``benchmarks/RESULTS.md``).
 :func:`keep_freed_memory` sets ``M_MMAP_MAX=0`` (no mmap'd blocks), a huge
 ``M_TRIM_THRESHOLD`` (never give the heap back) and ``M_ARENA_MAX=1`` (one heap
 for all threads), so a step reuses the pages of the previous one. It changes the
-whole process: call it once from a program's entry point (a training script,
-the benchmarks), not from library code. The price is that the process keeps its
-peak heap for its lifetime.
+whole process: call it once from a program's entry point (``lstmjax.cli``, the
+benchmarks), never from library code; that is why it lives here, beside the CLI,
+and not in :mod:`lstmjax.fast`. The price is that the process keeps its peak heap
+for its lifetime.
 """
 
 from __future__ import annotations

@@ -1,16 +1,21 @@
 """Initialisers for recurrent cells.
 
-Every function is pure: ``fn(key, shape, dtype) -> array``, except the bias
-helpers, which take the hidden size. Cells look them up by name through
-:func:`kernel_init`, so options stay plain strings (hashable, YAML-friendly).
+Every initialiser is pure, ``fn(key, shape, dtype, *, hidden_size) -> array``;
+``hidden_size`` (the cell's ``H``, keyword-only and always passed) sets
+``torch_uniform``'s bound and the width of the ``[rows, H]`` gate blocks that
+``orthogonal`` and ``identity`` fill; the others ignore it. Cells look them up by
+name through :func:`kernel_init`, so options stay plain strings (hashable,
+YAML-friendly); a bias takes only the 1-D-safe ones, :data:`BIAS_INITS`.
 
 * ``torch_uniform`` — U(-1/sqrt(H), 1/sqrt(H)), PyTorch's default for every
   ``nn.RNN/LSTM/GRU`` weight and bias, so native and imported models start alike.
-* ``orthogonal`` — each ``[H, H]`` gate block of a ``[H, G*H]`` recurrent
-  kernel is an independent random orthogonal matrix (Saxe et al. 2014).
-* ``identity`` — ``W_h = I`` per gate block (IRNN, Le et al. 2015).
-* ``glorot_uniform`` / ``lecun_normal`` / ``normal`` — for input kernels.
-* :func:`chrono_bias` — b ~ log U[1, T_max - 1] (Tallec & Ollivier 2018).
+* ``orthogonal`` — each ``[rows, H]`` gate block of a ``[rows, G*H]`` kernel is an
+  independent random (semi-)orthogonal matrix (Saxe et al. 2014).
+* ``identity`` — ``I`` (``[rows, H]``) in every gate block (IRNN, Le et al. 2015).
+* ``glorot_uniform`` / ``lecun_normal`` / ``normal`` (std 1e-3) / ``zeros`` — over
+  the whole array.
+* :func:`chrono_bias` — ``chrono_bias(key, hidden_size, t_max)``: an ``[H]`` bias
+  b ~ log U[1, T_max - 1] (Tallec & Ollivier 2018).
 """
 
 from __future__ import annotations

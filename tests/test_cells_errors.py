@@ -123,10 +123,10 @@ def test_cells_are_hashable_static_arguments():
 
 def test_make_accepts_the_documented_call_forms():
     cell = cells.make("lstm", hidden_size=8, forget_bias=1.0)
-    assert cell == cells.LSTM(8, forget_bias=1.0)
-    assert cells.make("peephole", 8) == cells.LSTM(8, peepholes=("i", "f", "o"))
+    assert cell == cells.LSTMCell(8, forget_bias=1.0)
+    assert cells.make("peephole", 8) == cells.LSTMCell(8, peepholes=("i", "f", "o"))
     assert cells.make("cifg", 8).coupled is True
-    assert cells.make("gru", 8) == cells.GRU(8, reset_after=True)
+    assert cells.make("gru", 8) == cells.GRUCell(8, reset_after=True)
     assert cells.make("irnn", 8).activation == "relu"
     assert cells.make("irnn", 8).recurrent_init == "identity"
 

@@ -18,7 +18,7 @@ import pytest
 
 import lstmjax as lj
 from lstmjax import fast
-from lstmjax.cells import GRU, LSTM, RNN, Cell
+from lstmjax.cells import Cell, ElmanCell, GRUCell, LSTMCell
 from lstmjax.fast import elman as fast_elman
 from lstmjax.fast import gru as fast_gru
 from lstmjax.fast import lstm as fast_lstm
@@ -42,7 +42,7 @@ CASES = [
     ("rnn", {}, (3,), 7),
     ("irnn", {}, (2,), 6),
 ]
-FAST_MODULES = {LSTM: fast_lstm, GRU: fast_gru, RNN: fast_elman}
+FAST_MODULES = {LSTMCell: fast_lstm, GRUCell: fast_gru, ElmanCell: fast_elman}
 
 
 def _case_id(case):
@@ -98,7 +98,7 @@ def test_fast_equals_reference(x64, case):
     cell = lj.cells.make(name, 4, dtype="float64", **opts)
     params, carry, xs, valid, reset = _problem(cell, batch, T)
     module = FAST_MODULES[type(cell)]
-    assert module.applies(cell, params, carry, cell.project(params, xs))
+    assert module.applies(cell, type(cell), params, carry, cell.project(params, xs))
 
     # masks, resets and per-step carries everywhere; the plain call for one case per family
     settings = [((valid, reset), True)]
@@ -165,7 +165,7 @@ def test_uncovered_options_fall_back(opts):
     params = cell.init(jax.random.key(0), 3)
     carry = cell.initial_carry(params, (2,))
     xp = cell.project(params, jnp.ones((5, 2, 3)))
-    assert not fast_lstm.applies(cell, params, carry, xp)
+    assert not fast_lstm.applies(cell, LSTMCell, params, carry, xp)
     _assert_close(jax.jit(cell.recur_scan)(params, carry, xp),
                   jax.jit(lambda *a: Cell.reference_recur_scan(cell, *a))(params, carry, xp), tol=0)
 
@@ -174,7 +174,7 @@ def test_subclass_with_own_recur_falls_back():
     """A subclass that changes ``recur`` must not be run by the LSTM kernel."""
 
     @dataclasses.dataclass(frozen=True)
-    class Leaky(LSTM):
+    class Leaky(LSTMCell):
         def recur(self, params, carry, xp):
             (h, c), y = super().recur(params, carry, xp)
             return (h, 0.5 * c), y
@@ -183,7 +183,7 @@ def test_subclass_with_own_recur_falls_back():
     params = cell.init(jax.random.key(0), 3)
     carry = cell.initial_carry(params, (2,))
     xp = cell.project(params, jnp.ones((5, 2, 3)))
-    assert not fast_lstm.applies(cell, params, carry, xp)
+    assert not fast_lstm.applies(cell, LSTMCell, params, carry, xp)
     _assert_close(jax.jit(cell.recur_scan)(params, carry, xp),
                   jax.jit(lambda *a: Cell.reference_recur_scan(cell, *a))(params, carry, xp), tol=0)
 
@@ -211,5 +211,5 @@ def test_mixed_dtypes_fall_back():
     params = cell.init(jax.random.key(0), 3)
     carry = cell.initial_carry(params, (2,)).astype(jnp.bfloat16)
     xp = cell.project(params, jnp.ones((5, 2, 3)))
-    assert not fast_gru.applies(cell, params, carry, xp)
+    assert not fast_gru.applies(cell, GRUCell, params, carry, xp)
     assert fast.same_float_dtype(params["W_h"], xp)

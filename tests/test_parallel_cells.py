@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import lstmjax as lj
-from lstmjax.cells.parallel import LRU, MinGRU, MinLSTM
+from lstmjax.cells.parallel import LRUCell, MinGRUCell, MinLSTMCell
 
 TOL = 1e-10
 # (name, options, batch shape, T); every case runs with masks and resets; minGRU also
@@ -109,7 +109,7 @@ def test_scan_engine_with_lengths_and_reverse():
 def test_registered_and_protocol():
     assert {"mingru", "minlstm", "lru"} <= set(lj.cells.names())
     assert lj.cells.make("mingru", 4).mode == "auto"  # parallel off CPU, sequential on CPU
-    for name, cls in (("mingru", MinGRU), ("minlstm", MinLSTM), ("lru", LRU)):
+    for name, cls in (("mingru", MinGRUCell), ("minlstm", MinLSTMCell), ("lru", LRUCell)):
         cell = lj.cells.make(name, 6)
         assert isinstance(cell, cls) and cell.output_size == 6
         params = cell.init(jax.random.key(0), 3)

@@ -4,40 +4,37 @@ A cell is a frozen dataclass of static hyperparameters (hashable, so it can be
 a static argument of ``jax.jit``) whose methods are pure functions of plain
 pytrees. The step is split so a scan can hoist the input matmul::
 
-    xp = cell.project(params, x)            # [*batch, D] -> [*batch, G*H]; whole sequences at once
+    xp = cell.project(params, x)    # [*batch, D] -> [*batch, P]; whole sequences at once
     carry, y = cell.recur(params, carry, xp)  # only the recurrent part stays in the loop
     carry, y = cell.step(params, carry, x)    # == recur(params, carry, project(params, x))
 
-``recur_scan`` is the time-major inner loop used by :func:`lstmjax.scan`; fast
-paths (custom VJPs) override it per cell family with identical semantics.
+``P = cell.projection_size`` (``G*H`` for a cell of ``G`` fused gate blocks).
+``recur_scan`` is the time-major inner loop used by :func:`lstmjax.scan`; here it is
+:meth:`Cell.reference_recur_scan` (``lax.scan`` over ``recur``, plain autodiff), and the
+LSTM, GRU and Elman classes override it to run their :mod:`lstmjax.fast` custom-VJP loop
+(identical semantics) when it covers the call.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import numbers
-from typing import Any, ClassVar
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from lstmjax import init as _init
+from lstmjax.activations import ACTIVATIONS, GATE_FNS
+
+__all__ = [
+    "ACTIVATIONS", "GATE_FNS", "DTYPES", "Cell", "choose", "check_positive_int",
+    "check_option_type", "tree_where",
+]  # fmt: skip
 
 Params = dict[str, Any]
 Carry = Any
 
-ACTIVATIONS = {
-    "tanh": jnp.tanh,
-    "relu": jax.nn.relu,
-    "identity": lambda x: x,
-    "softsign": jax.nn.soft_sign,
-    "sigmoid": jax.nn.sigmoid,
-}
-GATE_FNS = {
-    "sigmoid": jax.nn.sigmoid,
-    "hard_sigmoid": jax.nn.hard_sigmoid,
-}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
 
 
@@ -125,6 +122,11 @@ class Cell:
         raise NotImplementedError
 
     @property
+    def projection_size(self) -> int:
+        """Width of ``project``'s output ``xp`` (the columns of ``W_x``): ``G*H`` by default."""
+        return self.num_gates * self.hidden_size
+
+    @property
     def output_size(self) -> int:
         """Width of ``y`` (and of ``h``)."""
         return self.hidden_size
@@ -158,12 +160,14 @@ class Cell:
         raise NotImplementedError
 
     def initial_carry(self, params: Params, batch_shape=()) -> Carry:
-        """Zero state for ``batch_shape`` (a tuple, e.g. ``(B,)``; ``()`` for one sequence)."""
-        return jnp.zeros((*tuple(batch_shape), self.output_size), params["W_h"].dtype)
+        """Zero state for ``batch_shape`` (a tuple, e.g. ``(B,)``; ``()`` for one sequence),
+        in the cell's ``dtype`` whatever the dtype of ``params``."""
+        return jnp.zeros((*tuple(batch_shape), self.output_size), self.param_dtype)
 
     # ---- the step ------------------------------------------------------------------
     def project(self, params: Params, x):
-        """Input projection ``x @ W_x + b``: ``[*, D] -> [*, G*H]``; works on whole sequences.
+        """Input projection ``x @ W_x + b``: ``[*, D] -> [*, projection_size]``; works on
+        whole sequences.
 
         ``x`` is cast to the parameters' dtype, so a ``dtype="bfloat16"`` cell computes in bf16.
         """
@@ -173,8 +177,7 @@ class Cell:
                 f"{type(self).__name__}: input width mismatch: expected [..., {W_x.shape[0]}], "
                 f"got shape {tuple(x.shape)}"
             )
-        # Compute in the parameters' dtype (bf16 option). A 2-D matmul: XLA:CPU's gradient of
-        # a 3-D [B, T, D] @ [D, G*H] takes a slow path (5x at B=32, T=200; benchmarks/RESULTS.md).
+        # Compute in the parameters' dtype (bf16 option); one 2-D matmul (rule 1 in lstmjax.fast).
         x_ND = x.astype(W_x.dtype).reshape(-1, x.shape[-1])
         xp = (x_ND @ W_x).reshape(*x.shape[:-1], W_x.shape[1])
         if "b" in params:
@@ -182,7 +185,7 @@ class Cell:
         return xp
 
     def recur(self, params: Params, carry: Carry, xp):
-        """One recurrent update from a projected input ``xp [*, G*H]``: ``(carry, y)``."""
+        """One recurrent update from a projected input ``xp [*, P]``: ``(carry, y)``."""
         raise NotImplementedError
 
     def step(self, params: Params, carry: Carry, x):
@@ -190,9 +193,18 @@ class Cell:
         return self.recur(params, carry, self.project(params, x))
 
     # ---- the loop ------------------------------------------------------------------
-    # A module of ``lstmjax.fast`` with ``applies(cell, params, carry, xp_T)`` and a
-    # ``recur_scan`` of the same semantics as :meth:`reference_recur_scan` (custom VJP).
-    fast_path: ClassVar[str | None] = None
+    def _loop_carry(self, params: Params, carry: Carry, xp_T) -> Carry:
+        """``carry`` cast to the dtypes ``recur`` returns for it (a loop's fixed point).
+
+        ``initial_carry`` has the cell's ``dtype`` while ``recur`` computes in the dtype of
+        ``params``/``xp``: a float32 cell given float64 params runs its loop in float64.
+        A no-op when the dtypes already agree.
+        """
+        step = jax.ShapeDtypeStruct(xp_T.shape[1:], xp_T.dtype)
+        out = jax.eval_shape(self.recur, params, carry, step)[0]
+        return jax.tree.map(
+            lambda c, o: c if c.dtype == o.dtype else c.astype(o.dtype), carry, out
+        )
 
     def recur_scan(
         self,
@@ -205,17 +217,14 @@ class Cell:
         unroll: int = 1,
         return_carries: bool = False,
     ):
-        """:meth:`reference_recur_scan`'s result, through the family's fast path when it applies.
+        """The loop :func:`lstmjax.scan` runs: :meth:`reference_recur_scan` here; a family
+        may override it with a faster loop of identical results (see the module docstring).
 
         The fast loops (``lstmjax.fast``) are reverse-mode only; for ``jax.jvp``/``jacfwd``
         call ``cell.reference_recur_scan`` directly.
         """
-        kwargs = {"unroll": unroll, "return_carries": return_carries}
-        if self.fast_path is not None:
-            fast = importlib.import_module(self.fast_path)
-            if fast.applies(self, params, carry, xp_T):
-                return fast.recur_scan(self, params, carry, xp_T, valid_T, reset_T, **kwargs)
-        return self.reference_recur_scan(params, carry, xp_T, valid_T, reset_T, **kwargs)
+        return self.reference_recur_scan(params, carry, xp_T, valid_T, reset_T, unroll=unroll,
+                                         return_carries=return_carries)
 
     def reference_recur_scan(
         self,
@@ -230,13 +239,14 @@ class Cell:
     ):
         """Run ``recur`` over a time-major projected sequence with ``lax.scan`` (plain autodiff).
 
-        Shapes: ``xp_T [T, *B, G*H]``; ``valid_T``/``reset_T`` ``[T, *B]`` bools or None.
+        Shapes: ``xp_T [T, *B, P]``; ``valid_T``/``reset_T`` ``[T, *B]`` bools or None.
         At step t the carry is first replaced by the initial ``carry`` where ``reset_T[t]``;
         where ``valid_T[t]`` is False the carry is left unchanged and ``y`` is zero.
         Returns ``(final_carry, ys [T, *B, H_out])``, plus every step's carry if
-        ``return_carries``.
+        ``return_carries``. The loop runs in the dtypes ``recur`` computes in
+        (:meth:`_loop_carry`).
         """
-        carry0 = carry
+        carry0 = carry = self._loop_carry(params, carry, xp_T)
 
         def body(c, inputs):
             xp, valid, reset = inputs

@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 
 import jax
 
-from lstmjax.cells._base import ACTIVATIONS, Cell, choose
+from lstmjax.activations import ACTIVATIONS
+from lstmjax.cells._base import Cell, choose
+from lstmjax.fast import elman as _fast
 
 
 @dataclasses.dataclass(frozen=True)
-class RNN(Cell):
+class ElmanCell(Cell):
     r"""Elman RNN: ``h' = act(x @ W_x + h @ W_h + b)``.
 
     ``activation`` is ``"tanh"`` (default, as ``torch.nn.RNNCell``) or ``"relu"``;
     with ``recurrent_init="identity"`` and ``relu`` this is the IRNN of Le et al.
     2015 (registered as ``irnn``). Params: ``W_x [D, H]``, ``W_h [H, H]``, ``b [H]``.
-    Carry: ``h [*B, H]``; output ``y = h'``.
+    Carry: ``h [*B, H]``; output ``y = h'``. ``recur_scan`` runs :mod:`lstmjax.fast.elman`.
     """
-
-    fast_path: ClassVar[str | None] = "lstmjax.fast.elman"
 
     activation: str = "tanh"
 
@@ -46,3 +45,12 @@ class RNN(Cell):
     def recur(self, params, carry, xp):
         h = ACTIVATIONS[self.activation](xp + carry @ params["W_h"])
         return h, h
+
+    def recur_scan(self, params, carry, xp_T, valid_T=None, reset_T=None, *, unroll=1,
+                   return_carries=False):
+        """``Cell.recur_scan`` through :mod:`lstmjax.fast.elman` when it applies."""
+        kw = {"unroll": unroll, "return_carries": return_carries}
+        carry = self._loop_carry(params, carry, xp_T)
+        if _fast.applies(self, ElmanCell, params, carry, xp_T):
+            return _fast.recur_scan(self, params, carry, xp_T, valid_T, reset_T, **kw)
+        return self.reference_recur_scan(params, carry, xp_T, valid_T, reset_T, **kw)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 
 import jax
 
 from lstmjax import init as _init
-from lstmjax.cells._base import ACTIVATIONS, GATE_FNS, Cell, choose
+from lstmjax.activations import ACTIVATIONS, GATE_FNS
+from lstmjax.cells._base import Cell, choose
+from lstmjax.fast import gru as _fast
 
 
 @dataclasses.dataclass(frozen=True)
-class GRU(Cell):
+class GRUCell(Cell):
     r"""GRU (Cho et al. 2014), gate order (r, z, n) as in PyTorch.
 
     With ``xp = x @ W_x + b`` and ``hh = h @ W_h``::
@@ -26,9 +27,8 @@ class GRU(Cell):
     Params: ``W_x [D, 3H]``, ``W_h [H, 3H]``, ``b [3H]`` (= b_ih + b_hh for r, z; b_in
     for n) and ``b_hn [H]`` (reset_after only). ``chrono`` = T_max sets
     ``b_z ~ log U[1, T_max-1]`` (z near 1 keeps the state). Carry ``h [*B, H]``.
+    ``recur_scan`` runs :mod:`lstmjax.fast.gru`.
     """
-
-    fast_path: ClassVar[str | None] = "lstmjax.fast.gru"
 
     reset_after: bool = True
     chrono: float | None = None
@@ -87,9 +87,18 @@ class GRU(Cell):
         h_new = (1.0 - z) * n + z * h
         return h_new, h_new
 
+    def recur_scan(self, params, carry, xp_T, valid_T=None, reset_T=None, *, unroll=1,
+                   return_carries=False):
+        """``Cell.recur_scan`` through :mod:`lstmjax.fast.gru` when it applies."""
+        kw = {"unroll": unroll, "return_carries": return_carries}
+        carry = self._loop_carry(params, carry, xp_T)
+        if _fast.applies(self, GRUCell, params, carry, xp_T):
+            return _fast.recur_scan(self, params, carry, xp_T, valid_T, reset_T, **kw)
+        return self.reference_recur_scan(params, carry, xp_T, valid_T, reset_T, **kw)
+
 
 @dataclasses.dataclass(frozen=True)
-class MGU(Cell):
+class MGUCell(Cell):
     r"""Minimal gated unit (Zhou et al. 2016): one gate f does the GRU's two jobs.
 
     ``form="paper"`` (default, Zhou et al. eq. 7–9)::

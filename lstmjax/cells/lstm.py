@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 
 from lstmjax import init as _init
-from lstmjax.cells._base import ACTIVATIONS, GATE_FNS, Cell, check_positive_int, choose
+from lstmjax.activations import ACTIVATIONS, GATE_FNS
+from lstmjax.cells._base import Cell, check_positive_int, choose
+from lstmjax.fast import lstm as _fast
 
 SIGMOID_GATES = ("i", "f", "o")
 
 
 @dataclasses.dataclass(frozen=True)
-class LSTM(Cell):
+class LSTMCell(Cell):
     r"""LSTM with forget gate (Gers et al. 2000) and every Greff et al. 2017 switch.
 
     With ``z = x @ W_x + b + h @ W_h`` split into blocks in PyTorch order (i, f, g, o)::
@@ -42,9 +43,10 @@ class LSTM(Cell):
     Init: everything U(±1/√H) (torch); ``forget_bias`` sets b_f to a constant
     (Jozefowicz et al. 2015); ``chrono`` = T_max sets b_f ~ log U[1, T_max-1] and
     b_i = -b_f (Tallec & Ollivier 2018).
-    """
 
-    fast_path: ClassVar[str | None] = "lstmjax.fast.lstm"
+    ``recur_scan`` runs :mod:`lstmjax.fast.lstm` (not with ``full_gate_recurrence`` or
+    ``proj_size``).
+    """
 
     forget_bias: float | None = None
     chrono: float | None = None
@@ -142,15 +144,15 @@ class LSTM(Cell):
     # ---- params ------------------------------------------------------------------
     def init(self, key, input_size):
         self._check_input_size(input_size)
-        H, G = self.hidden_size, self.num_gates
+        H, GH = self.hidden_size, self.projection_size
         R = self.output_size
         k_x, k_h, k_b, k_p, k_proj, k_a, k_c = jax.random.split(key, 7)
         params = {
-            "W_x": self._kernel(k_x, (input_size, G * H), "kernel_init"),
-            "W_h": self._kernel(k_h, (R, G * H), "recurrent_init"),
+            "W_x": self._kernel(k_x, (input_size, GH), "kernel_init"),
+            "W_h": self._kernel(k_h, (R, GH), "recurrent_init"),
         }
         if self.use_bias:
-            b = self._bias(k_b, G * H)
+            b = self._bias(k_b, GH)
             if self.forget_bias is not None:
                 k = self.gates.index("f")
                 b = b.at[k * H : (k + 1) * H].set(self.forget_bias)
@@ -172,7 +174,7 @@ class LSTM(Cell):
 
     def initial_carry(self, params, batch_shape=()):
         batch_shape = tuple(batch_shape)
-        dt = params["W_h"].dtype
+        dt = self.param_dtype
         h = jnp.zeros((*batch_shape, self.output_size), dt)
         c = jnp.zeros((*batch_shape, self.hidden_size), dt)
         if self.full_gate_recurrence:
@@ -223,3 +225,12 @@ class LSTM(Cell):
             a_new = jnp.concatenate([acts[name] for name in sig], axis=-1)
             return (h_new, c_new, a_new), h_new
         return (h_new, c_new), h_new
+
+    def recur_scan(self, params, carry, xp_T, valid_T=None, reset_T=None, *, unroll=1,
+                   return_carries=False):
+        """``Cell.recur_scan`` through :mod:`lstmjax.fast.lstm` when it applies."""
+        kw = {"unroll": unroll, "return_carries": return_carries}
+        carry = self._loop_carry(params, carry, xp_T)
+        if _fast.applies(self, LSTMCell, params, carry, xp_T):
+            return _fast.recur_scan(self, params, carry, xp_T, valid_T, reset_T, **kw)
+        return self.reference_recur_scan(params, carry, xp_T, valid_T, reset_T, **kw)

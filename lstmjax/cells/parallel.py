@@ -7,7 +7,7 @@ affine maps, computed by ``jax.lax.associative_scan`` in O(log T) depth::
     (a_1, b_1) ∘ (a_2, b_2) = (a_1 a_2,  a_2 b_1 + b_2)        (1 before 2)
 
 ``mode="parallel"`` runs that scan; ``mode="sequential"`` runs the ordinary step
-loop (:meth:`Cell.recur_scan` over :meth:`recur`); ``mode="auto"`` (default) picks
+loop (:meth:`Cell.reference_recur_scan` over :meth:`recur`); ``mode="auto"`` (default) picks
 parallel on GPU/TPU and sequential on CPU, where the scan's O(log T) passes over
 memory lose to the loop (measured in ``benchmarks/RESULTS.md``). Both give the same
 outputs, carries and gradients (``tests/test_parallel_cells.py``).
@@ -24,8 +24,9 @@ pairs ``(log a, log b)`` with ``(la_1 + la_2, logaddexp(lb_1 + la_2, lb_2))``; t
 initial carry enters linearly (:func:`log_linear_scan`), so it may have any sign.
 With ``log_space=False`` the candidate is linear and the scan runs on ``(a, b)``.
 
-Params are plain dicts; each cell registers under its name (``mingru``,
-``minlstm``, ``lru``).
+minGRU/minLSTM scan real numbers; only the LRU's recurrence (and its scan) is complex.
+Params are plain dicts; :mod:`lstmjax.cells` registers the classes as ``mingru``,
+``minlstm`` and ``lru``.
 """
 
 from __future__ import annotations
@@ -142,7 +143,10 @@ def _log_g(x):
 
 @dataclasses.dataclass(frozen=True)
 class _MinCell(Cell):
-    """Shared parts of minGRU/minLSTM: params ``W_x [D, G*H]``, ``b [G*H]``; carry ``h``."""
+    """Shared parts of minGRU/minLSTM: params ``W_x [D, G*H]``, ``b [G*H]``; carry ``h``.
+
+    ``coefficients``/``log_coefficients`` are the per-step ``(a, b)`` of the real linear
+    recurrence ``h' = a ⊙ h + b``."""
 
     mode: str = "auto"
     log_space: bool = True
@@ -152,7 +156,7 @@ class _MinCell(Cell):
 
     def init(self, key, input_size):
         self._check_input_size(input_size)
-        GH = self.num_gates * self.hidden_size
+        GH = self.projection_size
         k_x, k_b = jax.random.split(key)
         params = {"W_x": self._kernel(k_x, (input_size, GH), "kernel_init")}
         if self.use_bias:
@@ -160,7 +164,7 @@ class _MinCell(Cell):
         return params
 
     def initial_carry(self, params, batch_shape=()):
-        return jnp.zeros((*tuple(batch_shape), self.hidden_size), params["W_x"].dtype)
+        return jnp.zeros((*tuple(batch_shape), self.hidden_size), self.param_dtype)
 
     def _candidate(self, k):
         return _g(k) if self.log_space else k
@@ -180,10 +184,11 @@ class _MinCell(Cell):
 
     def recur_scan(self, params, carry, xp_T, valid_T=None, reset_T=None, *, unroll=1,
                    return_carries=False):
-        """``Cell.recur_scan``; in parallel mode a complex associative scan."""
+        """``Cell.recur_scan``; in parallel mode a real associative scan (log space with
+        ``log_space``: :func:`log_linear_scan`, else :func:`linear_scan`)."""
         if not _parallel(self.mode):
-            return super().recur_scan(params, carry, xp_T, valid_T, reset_T, unroll=unroll,
-                                      return_carries=return_carries)
+            return self.reference_recur_scan(params, carry, xp_T, valid_T, reset_T,
+                                             unroll=unroll, return_carries=return_carries)
         if self.log_space:
             la, lb = self.log_coefficients(xp_T)
             h_T = log_linear_scan(la, lb, carry, valid_T, reset_T)
@@ -194,7 +199,7 @@ class _MinCell(Cell):
 
 
 @dataclasses.dataclass(frozen=True)
-class MinGRU(_MinCell):
+class MinGRUCell(_MinCell):
     r"""minGRU (Feng et al. 2024, "Were RNNs All We Needed?"): gates see only ``x``.
 
     With ``xp = x @ W_x + b`` split into blocks ``(k_z, k_h)``::
@@ -223,7 +228,7 @@ class MinGRU(_MinCell):
 
 
 @dataclasses.dataclass(frozen=True)
-class MinLSTM(_MinCell):
+class MinLSTMCell(_MinCell):
     r"""minLSTM (Feng et al. 2024): normalised, input-only forget and input gates.
 
     With ``xp = x @ W_x + b`` split into blocks ``(k_f, k_i, k_h)``::
@@ -256,7 +261,7 @@ class MinLSTM(_MinCell):
 
 # ---- LRU ------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class LRU(Cell):
+class LRUCell(Cell):
     r"""Linear Recurrent Unit (Orvieto et al. 2023, "Resurrecting Recurrent Neural Networks").
 
     A complex diagonal recurrence of ``N = state_size`` (default ``hidden_size``) modes::
@@ -297,12 +302,17 @@ class LRU(Cell):
 
     @property
     def num_gates(self) -> int:
-        """``W_x`` holds ``[Re B, Im B]``: two ``N``-wide blocks."""
+        """``W_x`` holds ``[Re B, Im B]``: two ``N``-wide blocks (``N = num_modes``)."""
         return 2
 
     @property
     def num_modes(self) -> int:
         return self.state_size or self.hidden_size
+
+    @property
+    def projection_size(self) -> int:
+        """``project`` returns ``[Re(γ⊙Bx), Im(γ⊙Bx), D x]``: ``2N + H`` columns."""
+        return 2 * self.num_modes + self.hidden_size
 
     def init(self, key, input_size):
         self._check_input_size(input_size)
@@ -328,7 +338,7 @@ class LRU(Cell):
         return jax.tree.map(lambda a: a.astype(dt), params)
 
     def initial_carry(self, params, batch_shape=()):
-        z = jnp.zeros((*tuple(batch_shape), self.num_modes), params["W_x"].dtype)
+        z = jnp.zeros((*tuple(batch_shape), self.num_modes), self.param_dtype)
         return (z, z)
 
     def _lambda(self, params):
@@ -364,10 +374,10 @@ class LRU(Cell):
 
     def recur_scan(self, params, carry, xp_T, valid_T=None, reset_T=None, *, unroll=1,
                    return_carries=False):
-        """``Cell.recur_scan``; ``mode="parallel"`` runs a complex associative scan."""
+        """``Cell.recur_scan``; in parallel mode a complex associative scan."""
         if not _parallel(self.mode):
-            return super().recur_scan(params, carry, xp_T, valid_T, reset_T, unroll=unroll,
-                                      return_carries=return_carries)
+            return self.reference_recur_scan(params, carry, xp_T, valid_T, reset_T,
+                                             unroll=unroll, return_carries=return_carries)
         l_re, l_im = self._lambda(params)
         b_re, b_im, skip = self._split(xp_T)
         lam = jax.lax.complex(l_re, l_im)
@@ -379,11 +389,4 @@ class LRU(Cell):
         return _finish(h_re, ys, valid_T, return_carries, lambda _: (h_re, h_im))
 
 
-# Registered on import (``lstmjax.cells`` imports this module last).
-from lstmjax.cells import register  # noqa: E402
-
-register("mingru", MinGRU, "minGRU (Feng et al. 2024): input-only gates, parallel log-space scan")
-register("minlstm", MinLSTM, "minLSTM (Feng et al. 2024): normalised f/i, parallel log-space scan")
-register("lru", LRU, "LRU (Orvieto et al. 2023): complex diagonal linear recurrence, ring init")
-
-__all__ = ["MinGRU", "MinLSTM", "LRU", "linear_scan", "log_linear_scan"]
+__all__ = ["MinGRUCell", "MinLSTMCell", "LRUCell", "linear_scan", "log_linear_scan"]

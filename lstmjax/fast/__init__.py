@@ -1,31 +1,49 @@
-"""Fast paths: exact custom-VJP recurrent loops (see DESIGN.md §4).
+"""Fast paths: exact custom-VJP recurrent loops for the LSTM, GRU and Elman families.
 
-``LSTM``, ``GRU`` and ``RNN`` name a module here as ``fast_path``; ``Cell.recur_scan`` calls
-the family modules here (:mod:`.lstm`, :mod:`.gru`, :mod:`.elman`) whenever
-``applies`` says the configuration is covered, and the reference loop otherwise.
+``LSTMCell``, ``GRUCell`` and ``ElmanCell`` each override ``recur_scan`` to call their
+module here (:mod:`.lstm`, :mod:`.gru`, :mod:`.elman`) when its ``applies`` says the
+configuration is covered, and ``Cell.reference_recur_scan`` (autodiff through
+``lax.scan``) otherwise. This package imports nothing from :mod:`lstmjax.cells`: a cell
+passes itself (duck-typed: only its options are read) and its family class.
+
 The fast loop has exactly the reference semantics (resets, masks,
 ``return_carries``) and is differentiable w.r.t. the recurrent parameters, the
 initial carry and the projected inputs ``xp``; its gradients equal autodiff
 through the reference loop (to 1e-10 in float64, pinned by ``tests/test_fast.py``).
 
-How it is faster than autodiff through ``lax.scan``:
+How it is faster than autodiff through ``lax.scan`` (cuDNN's recipe; the speed-ups
+are measured in ``benchmarks/RESULTS.md``):
 
 * the forward loop saves the gate activations, so the backward loop evaluates no
   transcendental; sigmoid/tanh blocks run as one full-width ``tanh`` pass;
 * the reverse loop carries only ``dh`` (and ``dc``) and emits the pre-activation
   cotangents ``dz_t``; ``dW_h = Σ_t h_{t-1}ᵀ dz_t`` is one ``[H, T·B] @ [T·B, G·H]``
-  matmul after the loop (as cuDNN does), and ``dxp = dz`` so ``dW_x``/``db`` come
-  from autodiff of the hoisted ``project`` as one matmul too.
+  matmul after the loop, and ``dxp = dz`` so ``dW_x``/``db`` come from autodiff of
+  the hoisted ``project`` as one matmul too.
 
 Covered (else the reference loop runs): LSTM with any gate subset, ``coupled``,
 ``peepholes``, ``gate_fn``, ``activation``, ``input_/output_activation`` (not
 ``full_gate_recurrence``, not ``proj_size``); GRU in both forms; Elman RNN/IRNN with any
 activation; any batch shape, masks, resets, ``return_carries``; one float dtype shared
-by ``xp``, the carry and ``W_h``; T >= 1; subclasses that override ``recur`` fall back.
-:mod:`.allocator` holds the process-level malloc tuning the benchmarks measure with.
+by ``xp``, the carry and ``W_h``; T >= 1; subclasses that override ``recur`` or
+``initial_carry`` fall back.
 
 Limits: reverse-mode only (``jax.custom_vjp``: ``jax.jvp``/``jacfwd`` through a fast
 loop raise); for forward-mode call ``cell.reference_recur_scan(...)``.
+
+XLA:CPU layout rules (the one place they are written down; the code refers here).
+Each was measured in ``benchmarks/RESULTS.md``:
+
+1. *2-D projection.* ``Cell.project`` reshapes ``[*B, T, D]`` to rows and runs one
+   2-D matmul: the gradient of a 3-D ``[B, T, D] @ [D, G·H]`` takes a slow path
+   (5x at B=32, T=200).
+2. *Whole arrays in the loop, never slices.* Slicing a fused ``[T, *B, G·H]`` array
+   inside a loop (XLA:CPU's fused slice-of-dynamic-slice) is several times slower
+   than reading whole ``[T, *B, H]`` arrays: kernels split their inputs once before
+   the loop (``prepare``), save residuals per gate, and the GRU splits ``W_h`` into
+   per-gate ``[H, H]`` matrices.
+3. *One transcendental pass.* One contiguous full-width ``tanh`` is several times
+   cheaper than one sigmoid/tanh per sliced gate block (:func:`._act.block_act`).
 """
 
 from __future__ import annotations

@@ -7,15 +7,14 @@ of 0 for relu/relu6 at the kinks).
 
 ``block_act`` applies one activation per ``H``-wide block of a fused ``[.., G*H]``
 pre-activation. When every block is ``sigmoid`` or ``tanh`` it runs a single
-full-width ``tanh`` (``σ(x) = ½·tanh(x/2) + ½``): on XLA:CPU one contiguous
-transcendental pass is several times cheaper than one per sliced block.
+full-width ``tanh`` (``σ(x) = ½·tanh(x/2) + ½``; why: rule 3 in :mod:`lstmjax.fast`).
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 
-from lstmjax.cells._base import ACTIVATIONS, GATE_FNS
+from lstmjax.activations import ACTIVATIONS, GATE_FNS
 
 FNS = {**ACTIVATIONS, **GATE_FNS}
 

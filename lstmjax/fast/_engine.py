@@ -14,7 +14,7 @@ optional ``prepare(xp_T)`` and three pure functions:
   as single matmuls over all ``T*B`` rows (``dW_h = Σ_t h_{t-1}ᵀ dz_t``).
 
 This module owns the semantics shared by every family, identical to
-:meth:`lstmjax.cells.Cell.recur_scan`: at step t the carry is first replaced by
+:meth:`lstmjax.cells.Cell.reference_recur_scan`: at step t the carry is first replaced by
 the initial carry where ``reset_T[t]``; where ``valid_T[t]`` is False the carry is
 kept and ``y`` is zero; ``return_carries`` also returns every step's carry. The
 reverse loop propagates only the carry cotangents (``dh``, ``dc``) and emits the
@@ -73,7 +73,7 @@ def make_scan(kernel, has_valid: bool, has_reset: bool, return_carries: bool, un
             return c_new, (y, leaves, res)
 
         # A kernel may re-lay its inputs out once (e.g. split gate blocks) rather than
-        # slice every step: XLA:CPU's fused slice-of-dynamic-slice is several times slower.
+        # slice every step (rule 2 in lstmjax.fast).
         xs = kernel.prepare(xp_T) if hasattr(kernel, "prepare") else xp_T
         final, (ys, leaves, res) = jax.lax.scan(
             body, carry0, (xs, valid_T, reset_T), unroll=unroll

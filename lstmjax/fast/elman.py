@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from lstmjax.fast import _act
+from lstmjax.fast import _act, covers, run_kernel
 from lstmjax.fast._engine import rows_matmul
 
 
@@ -33,18 +33,14 @@ class RNNKernel:
         return {"W_h": rows_matmul(h_in, dpre_T)}
 
 
-def applies(cell, params, carry, xp_T) -> bool:
-    """Whether the fast path covers this call (else ``Cell.reference_recur_scan`` runs)."""
-    from lstmjax.cells.elman import RNN
-    from lstmjax.fast import covers
-
-    return covers(cell, RNN, params, carry, xp_T)
+def applies(cell, family: type, params, carry, xp_T) -> bool:
+    """Whether the fast path covers this call of ``cell``, an instance of the Elman class
+    ``family`` (else ``Cell.reference_recur_scan`` runs)."""
+    return covers(cell, family, params, carry, xp_T)
 
 
 def recur_scan(cell, params, carry, xp_T, valid_T=None, reset_T=None, *, unroll=1,
                return_carries=False):
     """``Cell.recur_scan`` for an Elman RNN through the custom-VJP loop (check :func:`applies`)."""
-    from lstmjax.fast import run_kernel
-
     return run_kernel(RNNKernel(cell.activation), {"W_h": params["W_h"]}, carry, xp_T, valid_T,
                       reset_T, unroll=unroll, return_carries=return_carries)

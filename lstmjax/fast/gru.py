@@ -23,7 +23,7 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from lstmjax.fast import _act
+from lstmjax.fast import _act, covers, run_kernel
 from lstmjax.fast._engine import rows_matmul, rows_sum
 
 
@@ -38,7 +38,7 @@ class GRUKernel:
 
     def recurrent_params(self, params):
         """Per-gate ``W_r, W_z, W_n [H, H]`` (and ``b_hn``): each step's matmuls then
-        produce whole arrays, never column slices, which XLA:CPU fuses far better."""
+        produce whole arrays, never column slices (rule 2 in :mod:`lstmjax.fast`)."""
         H, W_h = self.H, params["W_h"]
         P = {"W_r": W_h[:, :H], "W_z": W_h[:, H : 2 * H], "W_n": W_h[:, 2 * H :]}
         if self.has_b_hn:
@@ -109,19 +109,15 @@ class GRUKernel:
         return dP
 
 
-def applies(cell, params, carry, xp_T) -> bool:
-    """Whether the fast path covers this call (else ``Cell.reference_recur_scan`` runs)."""
-    from lstmjax.cells.gru import GRU
-    from lstmjax.fast import covers
-
-    return covers(cell, GRU, params, carry, xp_T)
+def applies(cell, family: type, params, carry, xp_T) -> bool:
+    """Whether the fast path covers this call of ``cell``, an instance of the GRU class
+    ``family`` (else ``Cell.reference_recur_scan`` runs)."""
+    return covers(cell, family, params, carry, xp_T)
 
 
 def recur_scan(cell, params, carry, xp_T, valid_T=None, reset_T=None, *, unroll=1,
                return_carries=False):
     """``Cell.recur_scan`` for a GRU through the custom-VJP loop (check :func:`applies`)."""
-    from lstmjax.fast import run_kernel
-
     kernel = GRUKernel(cell.hidden_size, cell.reset_after, cell.gate_fn, cell.activation,
                        "b_hn" in params)
     return run_kernel(kernel, kernel.recurrent_params(params), carry, xp_T, valid_T, reset_T,

@@ -5,8 +5,8 @@ Forward, per step (``z = xp + h @ W_h``, gate blocks in the cell's order)::
     a  = block activations of z (+ p_i*c, p_f*c peepholes)   one tanh pass if σ/tanh
     c' = f*c + i*g ;  o = σ(z_o + p_o*c') if peephole o ;  tc = act(c') ;  h' = o*tc
 
-saving ``i, f, g, o, tc`` as separate ``[T, *B, H]`` arrays (reading slices of one
-``[T, *B, G*H]`` stack inside the reverse loop is several times slower on XLA:CPU).
+saving ``i, f, g, o, tc`` as separate ``[T, *B, H]`` arrays, not one ``[T, *B, G*H]``
+stack (rule 2 in :mod:`lstmjax.fast`).
 Backward, per step, with no transcendental::
 
     dh   = dh' + dy
@@ -28,7 +28,7 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from lstmjax.fast import _act
+from lstmjax.fast import _act, covers, run_kernel
 from lstmjax.fast._engine import rows_matmul, rows_sum
 
 
@@ -75,8 +75,7 @@ class LSTMKernel:
                 k = self.gates.index(name)
                 pre = pre.at[..., k * self.H : (k + 1) * self.H].add(P[f"p_{name}"] * c)
         a = _act.block_act(self.kinds, self.H, pre)
-        # Residuals are saved per gate: slicing a [T, B, G*H] stack inside the reverse
-        # loop is several times slower on XLA:CPU than reading whole [T, B, H] arrays.
+        # Residuals are saved per gate (rule 2 in lstmjax.fast).
         res = {name: self._blk(a, name) for name in self.gates}
         i, g = res.get("i"), res["g"]
         f = 1.0 - i if self.coupled else res.get("f")
@@ -123,21 +122,17 @@ class LSTMKernel:
         return dP
 
 
-def applies(cell, params, carry, xp_T) -> bool:
-    """Whether the fast path covers this call (else ``Cell.reference_recur_scan`` runs)."""
-    from lstmjax.cells.lstm import LSTM
-    from lstmjax.fast import covers
-
+def applies(cell, family: type, params, carry, xp_T) -> bool:
+    """Whether the fast path covers this call of ``cell``, an instance of the LSTM class
+    ``family`` (else ``Cell.reference_recur_scan`` runs)."""
     if cell.full_gate_recurrence or cell.proj_size:
         return False
-    return covers(cell, LSTM, params, carry, xp_T)
+    return covers(cell, family, params, carry, xp_T)
 
 
 def recur_scan(cell, params, carry, xp_T, valid_T=None, reset_T=None, *, unroll=1,
                return_carries=False):
     """``Cell.recur_scan`` for an LSTM through the custom-VJP loop (check :func:`applies`)."""
-    from lstmjax.fast import run_kernel
-
     kernel = LSTMKernel.of(cell)
     return run_kernel(kernel, kernel.recurrent_params(params), tuple(carry), xp_T, valid_T,
                       reset_T, unroll=unroll, return_carries=return_carries)
