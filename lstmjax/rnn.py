@@ -13,15 +13,16 @@ semantics. Everything here is pure and works under ``jit``, ``vmap`` and ``grad`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstmjax.cells import LSTM, Cell
+from lstmjax.cells import Cell, LSTMCell
 from lstmjax.cells._base import check_positive_int
 
 __all__ = ["scan", "RNN"]
@@ -53,6 +54,72 @@ def _check_carry(carry, expected, what: str = "carry") -> None:
             f"{what} has the form {_describe(carry)}; expected {_describe(expected)} "
             f"(structure and shapes of the initial carry for this batch)"
         )
+
+
+def _check_cell(cell, who: str) -> None:
+    """Raise a one-line ``TypeError`` unless ``cell`` is an lstmjax cell."""
+    if isinstance(cell, Cell):
+        return
+    got = f"the string {cell!r}" if isinstance(cell, str) else type(cell).__name__
+    raise TypeError(f"{who}: expected a cell (e.g. lj.cells.make('lstm', 64)), got {got}")
+
+
+def _cell_repr(cell: Cell) -> str:
+    """``LSTMCell(hidden_size=8, proj_size=3)``: the class and its non-default fields."""
+    shown = [f"hidden_size={cell.hidden_size}"] + [
+        f"{f.name}={getattr(cell, f.name)!r}"
+        for f in dataclasses.fields(cell)
+        if f.name != "hidden_size" and f.default is not dataclasses.MISSING
+        and getattr(cell, f.name) != f.default
+    ]
+    return f"{type(cell).__name__}({', '.join(shown)})"
+
+
+@functools.lru_cache(maxsize=256)
+def _expected_shapes(cell: Cell, input_size: int) -> dict:
+    """``{key: shape}`` of ``cell.init(key, input_size)``, traced abstractly (no FLOPs)."""
+    tree = jax.eval_shape(lambda key: cell.init(key, input_size), jax.random.PRNGKey(0))
+    return {k: tuple(v.shape) for k, v in tree.items()}
+
+
+def _check_cell_params(cell: Cell, params, input_size: int, who: str) -> None:
+    """Raise unless ``params`` has the keys and shapes ``cell.init(key, input_size)`` gives.
+
+    ``input_size`` is the width of the inputs the params are about to meet.
+    A one-line error naming every bad key and its expected shape. Dtypes are not
+    compared (params in another float dtype are legal). Only shapes are read, so
+    under ``jit`` this runs once, at trace time, and adds nothing to the program.
+    """
+    head = f"{who} for {_cell_repr(cell)}"
+    if not isinstance(params, Mapping):
+        got = "None" if params is None else type(params).__name__
+        raise TypeError(
+            f"{head}: expected a dict of arrays as returned by cell.init(key, input_size); "
+            f"got {got}"
+        )
+    for k, v in params.items():
+        if not hasattr(v, "shape"):
+            raise TypeError(f"{head}: key {k!r} is a {type(v).__name__}, not an array")
+    try:
+        expected = _expected_shapes(cell, input_size)
+    except TypeError:  # an unhashable (user-defined) cell: no cache
+        expected = _expected_shapes.__wrapped__(cell, input_size)
+    problems = [
+        f"missing key {k!r} (expected shape {shape})"
+        for k, shape in expected.items() if k not in params
+    ] + [
+        f"key {k!r} has shape {tuple(params[k].shape)}; expected {shape}"
+        + (f" (input width {input_size})" if k == "W_x" else "")
+        for k, shape in expected.items() if k in params and tuple(params[k].shape) != shape
+    ] + [
+        f"unexpected key {k!r} (shape {tuple(params[k].shape)}); "
+        f"expected keys {', '.join(sorted(expected))}"
+        for k in params if k not in expected
+    ]  # fmt: skip
+    if problems:
+        if any(p.startswith("missing") for p in problems):
+            problems[-1] += f"; got keys {', '.join(sorted(map(str, params)))}"
+        raise ValueError(f"{head}: {'; '.join(problems)}")
 
 
 def _check_seq_lengths(seq_lengths, batch_shape: tuple, T: int):
@@ -127,6 +194,9 @@ def scan(
     """Run ``cell`` over sequences: ``(ys, carry)``, or ``(ys, carry, carries)``.
 
     Args:
+      params: what ``cell.init(key, D)`` returns: the same keys and shapes (any float
+        dtype). Anything else (a missing bias, another cell's params) raises an error
+        naming the key and the expected shape, at trace time (no cost under ``jit``).
       xs: ``[*B, T, D]`` (``[T, *B, D]`` if ``time_major``); ``*B`` may be empty.
       carry: initial carry, with the structure and shapes of
         ``cell.initial_carry(params, B)`` (which it defaults to: zeros).
@@ -148,7 +218,9 @@ def scan(
     Returns:
       ``ys [*B, T, H_out]`` (or time-major), the final carry, and optionally ``carries``.
     """
+    _check_cell(cell, "lj.scan")
     xs_T = _time_major(xs, time_major, "scan")
+    _check_cell_params(cell, params, xs_T.shape[-1], "lj.scan: params")
     T, batch_shape = xs_T.shape[0], tuple(xs_T.shape[1:-1])
     lengths_B = _check_seq_lengths(seq_lengths, batch_shape, T)
     reset_T = _check_resets(resets, batch_shape, T, time_major)
@@ -295,6 +367,11 @@ class RNN:
                     f"pass one cell per layer or leave num_layers out"
                 )
         else:
+            if isinstance(cell_or_cells, str):
+                raise TypeError(
+                    f"RNN expects a cell or a non-empty sequence of cells (e.g. "
+                    f"lj.cells.make('lstm', 64)); got the string {cell_or_cells!r}"
+                )
             raise TypeError(
                 f"RNN expects a cell or a non-empty sequence of cells (lstmjax.cells.Cell); "
                 f"got {cell_or_cells!r}"
@@ -303,7 +380,7 @@ class RNN:
             raise ValueError(f"proj_size={proj_size!r} must be a non-negative integer")
         if proj_size:
             for l, cell in enumerate(layers):
-                if not isinstance(cell, LSTM):
+                if not isinstance(cell, LSTMCell):
                     raise ValueError(
                         f"proj_size={proj_size} needs LSTM cells (PyTorch's LSTM projection); "
                         f"layer {l} is {type(cell).__name__}"
@@ -396,6 +473,13 @@ class RNN:
         """
         self._check_params(params)
         xs_T = _time_major(xs, time_major, "RNN.apply")
+        width = xs_T.shape[-1]
+        for l, cell in enumerate(self.cells):
+            for d in range(self.num_directions):
+                where = f"layer {l} {('forward', 'backward')[d]}"
+                _check_cell_params(cell, params[l][d], width,
+                                   f"lj.RNN.apply: params[{l}][{d}] ({where})")
+            width = cell.output_size * self.num_directions
         T, batch_shape = xs_T.shape[0], tuple(xs_T.shape[1:-1])
         lengths_B = _check_seq_lengths(seq_lengths, batch_shape, T)
         reset_T = _check_resets(resets, batch_shape, T, time_major)

@@ -20,21 +20,50 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from lstmjax import cells
-from lstmjax.rnn import RNN
+from lstmjax.rnn import RNN, _check_cell_params
 
 
 def _arr(t):
-    return jnp.asarray(t.detach().cpu().numpy())
+    """A torch tensor as a float64 NumPy array (exact for float32/bfloat16/float64); the
+    importers fuse biases at this precision and cast once to the module's dtype."""
+    return t.detach().cpu().double().numpy()
 
 
 def _dtype_name(module) -> str:
+    """The lstmjax dtype name of ``module``'s parameters, or a one-line error."""
     import torch
 
-    return "float64" if next(module.parameters()).dtype == torch.float64 else "float32"
+    names = {torch.float32: "float32", torch.float64: "float64", torch.bfloat16: "bfloat16"}
+    found = {p.dtype for p in module.parameters()}
+    cls = type(module).__name__
+    if len(found) != 1:
+        raise TypeError(
+            f"from_torch: {cls} mixes parameter dtypes {sorted(map(str, found))}; "
+            f"convert it to one first (module.float(), .double() or .bfloat16())"
+        )
+    (dtype,) = found
+    if dtype not in names:
+        raise TypeError(
+            f"from_torch: {cls} has {str(dtype).removeprefix('torch.')} parameters; "
+            f"supported: float32, float64, bfloat16 (convert first, e.g. module.float())"
+        )
+    if dtype == torch.float64 and jax.dtypes.canonicalize_dtype(jnp.float64) != jnp.float64:
+        raise ValueError(
+            "from_torch: the module is float64 but JAX's 64-bit mode is off, so its weights "
+            'would silently become float32; call jax.config.update("jax_enable_x64", True) '
+            "at program start, or import module.float()"
+        )
+    return names[dtype]
+
+
+def _cast(params, dtype: str):
+    """NumPy params as JAX arrays of ``dtype`` (the dtype the imported cell records)."""
+    return jax.tree.map(lambda a: jnp.asarray(a, jnp.dtype(dtype)), params)
 
 
 def _cell_params(module, kind: str) -> dict:
@@ -49,7 +78,7 @@ def _cell_params(module, kind: str) -> dict:
         b_ih, b_hh = _arr(module.bias_ih), _arr(module.bias_hh)
         if kind == "gru":
             H = b_ih.shape[0] // 3
-            params["b"] = jnp.concatenate([b_ih[: 2 * H] + b_hh[: 2 * H], b_ih[2 * H :]])
+            params["b"] = np.concatenate([b_ih[: 2 * H] + b_hh[: 2 * H], b_ih[2 * H :]])
             params["b_hn"] = b_hh[2 * H :]
         else:
             params["b"] = b_ih + b_hh
@@ -70,6 +99,7 @@ class TorchCellModel:
 
     def apply(self, params, x, state=None):
         x = jnp.asarray(x)
+        _check_cell_params(self.cell, params, x.shape[-1], "TorchCellModel.apply: params")
         if state is None:
             state = self.cell.initial_carry(params, x.shape[:-1])
         elif self.kind == "lstm":
@@ -80,22 +110,14 @@ class TorchCellModel:
         return new_state
 
 
-def _import_rnn_cell(module):
-    cell = cells.make(
-        "rnn", module.hidden_size, activation=module.nonlinearity,
-        use_bias=module.bias, dtype=_dtype_name(module),
-    )
-    return TorchCellModel(cell, "rnn"), _cell_params(module, "rnn")
+def _cell_importer(kind: str):
+    def importer(module):
+        dtype = _dtype_name(module)
+        options = {"activation": module.nonlinearity} if kind == "rnn" else {}
+        cell = cells.make(kind, module.hidden_size, use_bias=module.bias, dtype=dtype, **options)
+        return TorchCellModel(cell, kind), _cast(_cell_params(module, kind), dtype)
 
-
-def _import_lstm_cell(module):
-    cell = cells.make("lstm", module.hidden_size, use_bias=module.bias, dtype=_dtype_name(module))
-    return TorchCellModel(cell, "lstm"), _cell_params(module, "lstm")
-
-
-def _import_gru_cell(module):
-    cell = cells.make("gru", module.hidden_size, use_bias=module.bias, dtype=_dtype_name(module))
-    return TorchCellModel(cell, "gru"), _cell_params(module, "gru")
+    return importer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,33 +208,71 @@ def _layer_importer(kind: str):
         params = [
             [_layer_params(module, kind, l, s) for s in suffixes] for l in range(net.num_layers)
         ]
-        return TorchLayerModel(net, kind, bool(module.batch_first)), params
+        return TorchLayerModel(net, kind, bool(module.batch_first)), _cast(params, dtype)
 
     return importer
 
 
-# torch class name -> importer(module) -> (model, params).
+# torch.nn class name -> importer(module) -> (model, params); dispatch is by isinstance.
 IMPORTERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
-    "RNNCell": _import_rnn_cell,
-    "LSTMCell": _import_lstm_cell,
-    "GRUCell": _import_gru_cell,
+    "RNNCell": _cell_importer("rnn"),
+    "LSTMCell": _cell_importer("lstm"),
+    "GRUCell": _cell_importer("gru"),
     "RNN": _layer_importer("rnn"),
     "LSTM": _layer_importer("lstm"),
     "GRU": _layer_importer("gru"),
 }
 
 
+def _torch_class(module) -> str:
+    """The ``torch.nn`` class (a key of ``IMPORTERS``) ``module`` is an instance of, or a
+    one-line ``TypeError``: unrelated classes, quantized modules, overridden ``forward``."""
+    import torch
+
+    cls = type(module)
+    qualname = f"{cls.__module__}.{cls.__qualname__}"
+    if ".quantized." in cls.__module__ or ".quantizable." in cls.__module__:
+        raise TypeError(
+            f"from_torch: {cls.__name__} ({qualname}) is a quantized module; lstmjax imports "
+            f"float weights only: import the float module (before quantize_dynamic) instead"
+        )
+    name = next((n for n in IMPORTERS if isinstance(module, getattr(torch.nn, n))), None)
+    if name is None:
+        raise TypeError(
+            f"from_torch: unsupported module type {cls.__name__!r}; supported: "
+            f"{sorted(IMPORTERS)} of torch.nn and subclasses that keep torch's forward "
+            f"(got {qualname})"
+        )
+    if cls.forward is not getattr(torch.nn, name).forward:
+        raise TypeError(
+            f"from_torch: {cls.__name__} subclasses torch.nn.{name} but overrides forward, so "
+            f"what it computes is unknown; import a plain torch.nn.{name} holding its weights "
+            f"(load_state_dict) if that is what it computes"
+        )
+    if module._forward_hooks or module._forward_pre_hooks:
+        raise TypeError(
+            f"from_torch: {cls.__name__} has forward hooks, which may change what it "
+            f"computes; remove them (handle.remove()) before importing"
+        )
+    return name
+
+
 def from_torch(module):
     """``(model, params)`` reproducing a torch recurrent module; ``model.apply(params, ...)``
-    takes the same arguments and returns the same values (as JAX arrays) as the module."""
-    name = type(module).__name__
-    try:
-        importer = IMPORTERS[name]
-    except KeyError:
-        raise TypeError(
-            f"from_torch: unsupported module type {name!r}; supported: {sorted(IMPORTERS)}"
-        ) from None
-    return importer(module)
+    takes the same arguments and returns the same values (as JAX arrays) as the module.
+
+    Supported: ``torch.nn.RNN``/``LSTM``/``GRU`` and their ``*Cell`` variants (checked with
+    ``isinstance``), and subclasses that do not override ``forward`` (one that does, a
+    module with forward hooks, a quantized module or any other class raises ``TypeError``).
+
+    Dtypes: the params and the cell's ``dtype`` are the module's parameter dtype, so the
+    model computes in it. float32 and bfloat16 import as they are; float64 needs
+    ``jax.config.update("jax_enable_x64", True)`` at program start (otherwise a
+    ``ValueError``, instead of silently computing in float32). float16 (which lstmjax
+    cells do not compute in) and mixed dtypes raise ``TypeError``: convert the module
+    first (``module.float()`` or ``module.bfloat16()``).
+    """
+    return IMPORTERS[_torch_class(module)](module)
 
 
 # ---- export ------------------------------------------------------------------------------
@@ -229,12 +289,12 @@ def _semantics(cell) -> dict:
 def _torch_kind(cell) -> str:
     """``"rnn"``, ``"lstm"`` or ``"gru"`` when torch has a cell computing the same function."""
     common = {"use_bias": cell.use_bias, "dtype": cell.dtype}
-    if isinstance(cell, cells.LSTM):
-        kind, ref = "lstm", cells.LSTM(cell.hidden_size, proj_size=cell.proj_size, **common)
-    elif isinstance(cell, cells.GRU):
-        kind, ref = "gru", cells.GRU(cell.hidden_size, **common)
-    elif isinstance(cell, cells.RNN) and cell.activation in ("tanh", "relu"):
-        kind, ref = "rnn", cells.RNN(cell.hidden_size, activation=cell.activation, **common)
+    if isinstance(cell, cells.LSTMCell):
+        kind, ref = "lstm", cells.LSTMCell(cell.hidden_size, proj_size=cell.proj_size, **common)
+    elif isinstance(cell, cells.GRUCell):
+        kind, ref = "gru", cells.GRUCell(cell.hidden_size, **common)
+    elif isinstance(cell, cells.ElmanCell) and cell.activation in ("tanh", "relu"):
+        kind, ref = "rnn", cells.ElmanCell(cell.hidden_size, activation=cell.activation, **common)
     else:
         kind, ref = None, None
     if ref is None or _semantics(cell) != _semantics(ref):
@@ -304,4 +364,11 @@ def to_torch_state_dict(model, params) -> dict:
             f"to_torch_state_dict: expected a from_torch model, an lstmjax.RNN or a cell; "
             f"got {type(model).__name__}"
         )
-    return {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
+    return {k: _tensor(torch, v) for k, v in state.items()}
+
+
+def _tensor(torch, v):
+    """A torch tensor of ``v``'s dtype (bfloat16 goes through float32: NumPy has none)."""
+    if v.dtype == jnp.bfloat16:
+        return torch.from_numpy(np.asarray(v, np.float32)).to(torch.bfloat16)
+    return torch.from_numpy(np.array(v))
