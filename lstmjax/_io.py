@@ -2,14 +2,19 @@
 one, never a half-written one.
 
 Each write goes to a temporary file in the destination directory, is flushed and fsync'd, then
-`os.replace`d over the destination (atomic on POSIX), and the directory entry is fsync'd.
+`os.replace`d over the destination (atomic on POSIX), and the directory entry is fsync'd. The new
+file gets the mode of the file it replaces, or ``0o666`` less the process umask for a new file
+(as ``open`` would), so run directories stay readable by collaborators and dashboards.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,8 +32,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` atomically (temp file in the same dir, fsync, `os.replace`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -66,16 +76,37 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def remove_stale_temporaries(directory: str | os.PathLike) -> None:
-    """Delete temp files that a killed `atomic_write_*` left behind in `directory`."""
+def remove_stale_temporaries(directory: str | os.PathLike, names) -> None:
+    """Delete temp files that a killed `atomic_write_*` of one of ``names`` (file names, e.g.
+    ``summary.json``) left behind in `directory` -- ``.<name>.<random>.tmp`` regular files;
+    nothing else, whatever it is called."""
     directory = Path(directory)
     if not directory.is_dir():
         return
-    for p in directory.glob(".*.tmp"):
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
+    pattern = re.compile(
+        r"\.(" + "|".join(re.escape(n) for n in names) + r")\.[A-Za-z0-9_]+\.tmp"
+    )
+    for p in directory.iterdir():
+        if pattern.fullmatch(p.name) and p.is_file() and not p.is_symlink():
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+
+
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows (it is process-global)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -1,12 +1,15 @@
 """The ``lstmjax`` command (also ``python -m lstmjax``)::
 
-    lstmjax run CONFIG [--set key=value ...] [--out DIR] [--resume] [--progress MODE]
-    lstmjax report RUN_DIR
+    lstmjax run CONFIG [--set key=value ...] [--out DIR] [--resume] [--force-unlock]
+                       [--progress MODE]
+    lstmjax report RUN_DIR [--out DIR] [--no-plots]
     lstmjax list cells|tasks
     lstmjax bench [--quick]
 
 Config and run-directory problems print ``error: <key.path>: <problem>`` and exit with status 2,
-without a traceback and without writing anything.
+without a traceback and without writing anything. Process-global settings are made here, at
+program entry, never at library import: the allocator tuning and, for float64 configs, 64-bit
+JAX.
 """
 
 from __future__ import annotations
@@ -33,11 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="run directory (default: <output.dir>/<name>)")
     p.add_argument("--resume", action="store_true",
                    help="skip finished trials, continue unfinished ones from their checkpoints")
+    p.add_argument("--force-unlock", action="store_true",
+                   help="take over the run directory's lock (only if the process holding it "
+                   "is gone, e.g. on another host)")
     p.add_argument("--progress", choices=["auto", "rich", "plain", "none"],
                    help="progress display (default: output.progress, 'auto')")
 
     p = sub.add_parser("report", help="write results.csv, report.md and plots for a run directory")
     p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", metavar="DIR",
+                   help="write the report here instead of into RUN_DIR (e.g. a read-only run)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
     p = sub.add_parser("list", help="list the registered cells or tasks")
@@ -66,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `lstmjax list tasks | head`
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- silence the flush at exit
         return 0
+    except OSError as e:  # a file system refusing a write (full disk, read-only, ...)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; continue with `lstmjax run CONFIG --resume`", file=sys.stderr)
         return 130
@@ -73,12 +85,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     from lstmjax import experiment
-    from lstmjax.fast.allocator import keep_freed_memory
+    from lstmjax._allocator import keep_freed_memory
+    from lstmjax.experiment.runner import needs_x64
 
-    keep_freed_memory()  # this process only: reuse pages across steps (lstmjax/fast/allocator.py)
+    keep_freed_memory()  # this process only: reuse pages across steps (lstmjax/_allocator.py)
 
     cfg = experiment.load_config(args.config, overrides=args.overrides)
-    result = experiment.run(cfg, out_dir=args.out, resume=args.resume, progress=args.progress)
+    if needs_x64(cfg):
+        import jax
+
+        jax.config.update("jax_enable_x64", True)  # program entry: before any array exists
+    result = experiment.run(
+        cfg, out_dir=args.out, resume=args.resume, progress=args.progress, report=True,
+        force_unlock=args.force_unlock,
+    )
     rep = result["report"]
     print()
     print(rep["table"])
@@ -96,7 +116,7 @@ def _report(args) -> int:
     if not os.path.isdir(args.run_dir):
         print(f"error: {args.run_dir}: no such run directory", file=sys.stderr)
         return 2
-    rep = experiment.report(args.run_dir, plots=not args.no_plots)
+    rep = experiment.write_report(args.run_dir, plots=not args.no_plots, out=args.out)
     print(rep["table"])
     print(f"report: {rep['report']}")
     for path in rep["plots"]:
@@ -118,19 +138,28 @@ def _list(args) -> int:
 
 
 def _bench(args) -> int:
+    """The benchmarks of the checkout this lstmjax was installed from (``pip install -e .``):
+    ``benchmarks/`` beside the ``lstmjax/`` package -- never whatever the current directory
+    holds. A wheel install has none (they are not part of the package)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ours = os.path.join(root, "benchmarks")
     try:
+        if "benchmarks.run" not in sys.modules:
+            if not os.path.isfile(os.path.join(ours, "run.py")):
+                raise ModuleNotFoundError(f"no {ours}")
+            cached = sys.modules.get("benchmarks")
+            if cached is not None and not getattr(cached, "__file__", "").startswith(ours):
+                raise ModuleNotFoundError(f"another benchmarks package is imported ({cached})")
+            sys.path.insert(0, root)  # ours first: never the current directory's benchmarks/
         module = importlib.import_module("benchmarks.run")
     except ModuleNotFoundError:
-        sys.path.insert(0, os.getcwd())
-        try:
-            module = importlib.import_module("benchmarks.run")
-        except ModuleNotFoundError:
-            print(
-                "error: benchmarks not found: `lstmjax bench` runs benchmarks/run.py from a "
-                "repository checkout; run it from the repository root",
-                file=sys.stderr,
-            )
-            return 2
+        print(
+            "error: benchmarks not found: `lstmjax bench` runs benchmarks/run.py of the "
+            f"repository checkout lstmjax is installed from ({root} has none); clone the "
+            "repository and `pip install -e .` it, then run `lstmjax bench` or `make bench`",
+            file=sys.stderr,
+        )
+        return 2
     rc = module.main(list(args.extra))
     return int(rc or 0)
 

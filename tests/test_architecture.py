@@ -102,7 +102,8 @@ def test_lower_layers_never_import_higher_ones(lower, higher):
     graph = _import_graph()
     for module, deps in graph.items():
         if module == f"lstmjax.{lower}" or module.startswith(f"lstmjax.{lower}."):
-            bad = [d for d in deps if d == f"lstmjax.{higher}" or d.startswith(f"lstmjax.{higher}.")]
+            top = f"lstmjax.{higher}"
+            bad = [d for d in deps if d == top or d.startswith(top + ".")]
             assert not bad, f"{module} imports {bad}"
 
 
@@ -122,7 +123,7 @@ def test_experiment_report_is_a_module():
 
 def test_loading_quickstart_builds_each_cell_and_task_at_most_once_per_trial(monkeypatch):
     """20 trials, 5 cells x 4 gaps: every construction of a cell or a task is counted."""
-    from lstmjax import cells, experiment, tasks
+    from lstmjax import cells, experiment
     from lstmjax.cells._base import Cell
     from lstmjax.tasks.base import Task
 
@@ -145,6 +146,5 @@ def test_loading_quickstart_builds_each_cell_and_task_at_most_once_per_trial(mon
     cfg = experiment.load_config(path)
     n_trials = len(experiment.expand(cfg))
     assert n_trials == 20
-    print(counts)
     assert 0 < counts["cell"] <= n_trials, counts
     assert 0 < counts["task"] <= n_trials, counts

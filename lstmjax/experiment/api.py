@@ -20,15 +20,17 @@ def run(
     resume: bool = False,
     progress: str | Reporter | None = None,
     report: bool = True,
+    force_unlock: bool = False,
 ) -> dict:
     """Train every trial of ``cfg`` into its run directory and return the run summary
     ``{"name", "run_dir", "wall_time_s", "trials": [per-trial summary dicts]}``.
 
     ``report`` (default True, as ``lstmjax run``): afterwards write ``results.csv``,
     ``report.md`` and the plots, and add ``"report"`` (see :func:`write_report`) to the result;
-    pass False to train only. Resuming and progress: :func:`.runner.run_trials`.
+    pass False to train only. Resuming, locking and progress: :func:`.runner.run_trials`.
     """
-    result = run_trials(cfg, out_dir, resume=resume, progress=progress)
+    result = run_trials(cfg, out_dir, resume=resume, progress=progress,
+                        force_unlock=force_unlock)
     if report:
         result["report"] = write_report(result["run_dir"], plots=cfg.output.plots)
     return result

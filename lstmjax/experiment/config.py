@@ -61,9 +61,28 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config file (or --set value) larger than 1 MB is refused
+MAX_ALIASES = 1000  # YAML aliases (*ref) per document
+MAX_NODES = 100_000  # values in the document once aliases are expanded
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads ``3e-4`` as a float (YAML 1.1 needs ``3.0e-4``) and rejects
-    duplicate keys."""
+    """SafeLoader that reads ``3e-4`` as a float (YAML 1.1 needs ``3.0e-4``), rejects
+    duplicate keys, supports merge keys (``<<: *base``) and caps aliases ("billion laughs")."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"more than {MAX_ALIASES} aliases (*name)", mark
+                )
+        return super().compose_node(parent, index)
 
 
 _Loader.add_implicit_resolver(
@@ -83,6 +102,8 @@ _Loader.add_implicit_resolver(
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False):
     seen: set = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *base` -- merged keys may be overridden by the explicit ones
         key = loader.construct_object(key_node, deep=True)
         if key in seen:
             mark = key_node.start_mark
@@ -97,13 +118,38 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 
 
 def _parse_yaml(text: str, source: str) -> Any:
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source}: {len(text)} characters is larger than the 1 MB limit")
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 -- _Loader is a SafeLoader
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 -- _Loader is a SafeLoader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: invalid YAML: nested too deeply") from None
+    _check_expanded_size(data, source)
+    return data
+
+
+def _check_expanded_size(data: Any, source: str) -> None:
+    """Refuse documents whose aliases expand to more than MAX_NODES values (shared objects are
+    counted at every place they appear, as validation and copies would see them)."""
+    count, stack = 0, [data]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise ConfigError(
+                f"{source}: the document expands to more than {MAX_NODES} values "
+                "(YAML aliases nested in aliases?)"
+            )
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def dump_yaml(data: dict) -> str:
@@ -129,12 +175,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     from the sweep. ``name`` defaults to the file's stem. Raises :class:`ConfigError`.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read config ({type(e).__name__})") from None
+    text = _read_config_file(path)
     raw = _parse_yaml(text, str(path))
     if raw is None:
         raise ConfigError(f"{path}: empty config (expected a mapping with at least `task`)")
@@ -143,8 +184,46 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
             f"{path}: the top level must be a mapping of sections "
             f"(name, task, model, train, sweep, output), got {type_name(raw)}"
         )
+    derived = "name" not in raw
     raw.setdefault("name", path.stem)
-    return from_dict(apply_overrides(raw, overrides))
+    raw = apply_overrides(raw, overrides)
+    try:
+        return from_dict(raw)
+    except ConfigError as e:
+        if derived and raw.get("name") == path.stem and str(e).startswith("name: "):
+            raise ConfigError(
+                f"{e} -- the name comes from the file name {path.name!r}; "
+                "set `name:` in the config or rename the file"
+            ) from None
+        raise
+
+
+def _read_config_file(path: Path) -> str:
+    """The file's text: a regular file of at most 1 MB of UTF-8 (not a device, FIFO, directory)."""
+    import stat
+
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        raise ConfigError(f"{path}: cannot read config ({why})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{path}: cannot read config (IsADirectoryError)")
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{path}: not a regular file (a config must be a YAML file)")
+    if st.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: {st.st_size} bytes is larger than the {MAX_CONFIG_BYTES} byte limit "
+            "for a config file"
+        )
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        return data.decode("utf-8")
+    except (PermissionError, UnicodeDecodeError, OSError) as e:
+        raise ConfigError(f"{path}: cannot read config ({type(e).__name__})") from None
 
 
 def apply_overrides(raw: dict, overrides) -> dict:
@@ -158,8 +237,11 @@ def parse_override(item: str) -> tuple[str, Any]:
     """``"train.learning_rate=3e-4"`` -> ``("train.learning_rate", 3e-4)`` (value read as YAML)."""
     key, sep, text = item.partition("=")
     key = key.strip()
-    if not sep or not key or not re.fullmatch(r"[A-Za-z0-9_.]+", key) or ".." in key:
-        raise ConfigError(f"--set {item}: expected key=value, e.g. train.learning_rate=3e-4")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", key):
+        raise ConfigError(
+            f"--set {item}: expected key=value with a dotted key, "
+            "e.g. train.learning_rate=3e-4"
+        )
     return key, _parse_yaml(text, f"--set {key}") if text.strip() else ""
 
 

@@ -99,7 +99,8 @@ def format_validation_error(err: dict, fields_at) -> str:
         msg = str(ctx.get("error", err["msg"]))
         # model-level validators name the offending field first: "field: problem"
         head, sep, rest = msg.partition(": ")
-        if sep and re.fullmatch(r"[a-z_]+", head) and head in fields_at(loc):
+        free_form = loc in (("model", "options"), ("sweep",), ("task",))
+        if sep and re.fullmatch(r"[A-Za-z0-9_.]+", head) and (head in fields_at(loc) or free_form):
             return f"{path + '.' if loc else ''}{head}: {rest}"
         return f"{path}: {msg}"
     return f"{path}: {err['msg']} (got {value!r})"

@@ -25,16 +25,21 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lstmjax._io import atomic_write_bytes, atomic_write_text
+from lstmjax._io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from lstmjax.experiment.rundir import (
     METRICS_FILE,
     PLOTS_DIR,
     REPORT_FILE,
     RESULTS_FILE,
+    RUN_FILES,
     SUMMARY_FILE,
+    DamagedFile,
+    RunError,
+    check_no_links,
     load_run_config,
     read_metrics,
     read_summary,
+    warn,
 )
 from lstmjax.experiment.sweep import GAP_KEY, expand, format_value
 
@@ -43,16 +48,24 @@ __all__ = ["write_report", "collect", "results_rows", "headline_table", "RESULT_
 RESULT_COLUMNS = [
     "trial", "variant", "task", "cell", "length", "seed", "solved", "steps_to_solve",
     "final_loss", "final_accuracy", "chance_loss", "diverged", "diverged_step", "steps_trained",
+    "blew_up",
 ]  # fmt: skip
 
 
-def write_report(run_dir: str | os.PathLike, *, plots: bool = True) -> dict:
-    """Write ``results.csv``, ``report.md`` and (if ``plots``) ``plots/`` for a run directory.
+def write_report(
+    run_dir: str | os.PathLike, *, plots: bool = True, out: str | os.PathLike | None = None
+) -> dict:
+    """Write ``results.csv``, ``report.md`` and (if ``plots``) ``plots/`` for a run directory,
+    into the run directory or, with ``out``, into another directory (e.g. for a read-only run).
 
-    Returns ``{"table": headline markdown, "report": path, "results": path, "plots": [paths]}``.
+    A trial whose files are damaged is skipped (named in a warning and in the report); the rest
+    are reported. Returns ``{"table": headline markdown, "report": path, "results": path,
+    "plots": [paths], "damaged": [messages]}``.
     """
     run_dir = Path(run_dir)
     cfg, trials = collect(run_dir)
+    dest = Path(os.path.expanduser(os.fspath(out))) if out is not None else run_dir
+    _check_destination(run_dir, dest, out is not None)
     rows = results_rows(trials)
     swept = [k for k in cfg.sweep if k not in ("model.cell", GAP_KEY)]
     columns = RESULT_COLUMNS + swept
@@ -61,17 +74,44 @@ def write_report(run_dir: str | os.PathLike, *, plots: bool = True) -> dict:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _csv(v) for k, v in row.items()})
-    atomic_write_text(run_dir / RESULTS_FILE, buf.getvalue())
-
-    plot_paths = _plots(run_dir, trials, cfg) if plots else _existing_plots(run_dir)
-    table = headline_table(trials)
-    atomic_write_text(run_dir / REPORT_FILE, _markdown(cfg, trials, table, plot_paths, run_dir))
+    try:
+        remove_stale_temporaries(dest, RUN_FILES)
+        atomic_write_text(dest / RESULTS_FILE, buf.getvalue())
+        plot_paths = _plots(dest, trials, cfg) if plots else _existing_plots(dest)
+        table = headline_table(trials)
+        atomic_write_text(dest / REPORT_FILE, _markdown(cfg, trials, table, plot_paths, dest))
+    except OSError as e:
+        raise RunError(
+            f"{dest}: cannot write the report ({e.strerror or e}); "
+            "pass --out DIR to write it elsewhere"
+        ) from None
     return {
         "table": table,
-        "report": str(run_dir / REPORT_FILE),
-        "results": str(run_dir / RESULTS_FILE),
+        "report": str(dest / REPORT_FILE),
+        "results": str(dest / RESULTS_FILE),
         "plots": [str(p) for p in plot_paths],
+        "damaged": [t["damaged"] for t in trials if t["damaged"]],
     }
+
+
+def _check_destination(run_dir: Path, dest: Path, elsewhere: bool) -> None:
+    """The report's files may be written: no links on the way, a writable directory."""
+    if not elsewhere:
+        check_no_links(run_dir)
+    else:
+        if dest.exists() and not dest.is_dir():
+            raise RunError(f"{dest}: exists and is not a directory")
+        for name in (RESULTS_FILE, REPORT_FILE, PLOTS_DIR):
+            if (dest / name).is_symlink():
+                raise RunError(f"{dest / name}: is a symbolic link; lstmjax does not write "
+                               "through links (remove it or choose another --out)")
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunError(f"{dest}: cannot create it ({e.strerror or e})") from None
+    if not os.access(dest, os.W_OK | os.X_OK):
+        hint = "choose another --out" if elsewhere else "pass --out DIR to write it elsewhere"
+        raise RunError(f"{dest}: is not writable (read-only?); {hint}")
 
 
 def collect(run_dir: Path):
@@ -81,6 +121,13 @@ def collect(run_dir: Path):
     out = []
     for trial in expand(cfg):
         tdir = run_dir / trial.name
+        try:
+            summary = read_summary(tdir / SUMMARY_FILE)
+            metrics = read_metrics(tdir / METRICS_FILE)
+            damaged = None
+        except DamagedFile as e:
+            warn(f"{e}; trial {trial.name} is left out of the report")
+            summary, metrics, damaged = None, [], str(e)
         out.append({
             "name": trial.name,
             "variant": trial.variant,
@@ -88,8 +135,9 @@ def collect(run_dir: Path):
             "values": trial.values,
             "cell": trial.cfg.model.cell,
             "task": trial.cfg.task.name,
-            "summary": read_summary(tdir / SUMMARY_FILE),
-            "metrics": read_metrics(tdir / METRICS_FILE),
+            "summary": summary,
+            "metrics": metrics,
+            "damaged": damaged,
         })
     return cfg, out
 
@@ -132,6 +180,8 @@ def headline_table(trials: list[dict]) -> str:
 
 
 def _entry(t: dict) -> str:
+    if t["damaged"]:
+        return "damaged"
     if t["summary"] is None:
         return "running"
     s = t["summary"]
@@ -139,8 +189,10 @@ def _entry(t: dict) -> str:
     if s.median_final_loss is None:
         ratio = "diverged" if s.diverged_seeds else "–"
     else:
-        ratio = f"{s.median_final_loss / s.chance_loss:.2f}"
-    return f"{s.solved_seeds}/{len(s.per_seed)} · {steps} · {ratio}"
+        r = s.median_final_loss / s.chance_loss
+        ratio = f"{r:.2f}" if r < 1e4 else f"{r:.3g}"
+    blew = f" · {s.blew_up_seeds} blew up" if s.blew_up_seeds else ""
+    return f"{s.solved_seeds}/{len(s.per_seed)} · {steps} · {ratio}{blew}"
 
 
 def _trials_table(trials: list[dict]) -> str:
@@ -151,14 +203,15 @@ def _trials_table(trials: list[dict]) -> str:
     ]
     for t in trials:
         if t["summary"] is None:
-            lines.append(f"| {t['name']} | {t['variant']} | {t['gap']} | running | | | | |")
+            state = "damaged" if t["damaged"] else "running"
+            lines.append(f"| {t['name']} | {t['variant']} | {t['gap']} | {state} | | | | |")
             continue
         s = t["summary"]
         loss = "–" if s.median_final_loss is None else f"{s.median_final_loss:.4g}"
         lines.append(
             f"| {t['name']} | {t['variant']} | {t['gap']} | {s.solved_seeds}/{len(s.per_seed)} "
             f"| {_fmt_steps(s.median_steps_to_solve)} | {loss} | {s.chance_loss:.4g} "
-            f"| {s.diverged_seeds} |"
+            f"| {s.diverged_seeds}{f' ({s.blew_up_seeds} blew up)' if s.blew_up_seeds else ''} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -176,11 +229,17 @@ def _markdown(cfg, trials, table: str, plot_paths: list[Path], run_dir: Path) ->
         f"{finished}/{len(trials)} trials finished.\n",
         "## Solved fraction by gap\n",
         "Each entry: seeds solved / seeds · median steps to solve · median final loss ÷ chance "
-        "loss (1.00 = no better than an input-blind predictor).\n",
+        "loss (1.00 = no better than an input-blind predictor)"
+        + (f"; \"blew up\": seeds whose final loss exceeds {format_value(tc.blowup_factor)} × "
+           "chance without diverging" if tc.blowup_factor else "") + ".\n",
         table,
         "## Trials\n",
         _trials_table(trials),
     ]
+    damaged = [t["damaged"] for t in trials if t["damaged"]]
+    if damaged:
+        parts.append("## Damaged trials (left out)\n")
+        parts.append("".join(f"- {d}\n" for d in damaged))
     if plot_paths:
         parts.append("## Plots\n")
         for p in plot_paths:

@@ -1,71 +1,119 @@
-"""The run directory's layout, and reading and writing what is in it.
+"""The run directory's layout, and reading and writing what is in it -- safely.
 
     RUN_DIR/
       config.yaml              the resolved experiment config (sweep included)
+      .lstmjax.lock            while a run is writing: pid, host and start time of its process
       <trial>/config.yaml      the trial's own config (no sweep)
       <trial>/metrics.jsonl    one line per (evaluation, active seed)
       <trial>/checkpoints/     orbax checkpoints of the vmapped train state, by step
+      <trial>/checksums.json   SHA-256 of every file of every checkpoint, by step
       <trial>/summary.json     the trial's TrialSummary; its presence marks the trial finished
       results.csv, report.md, plots/   written by lstmjax.experiment.report
 
 The runner (training) and the report (tables, plots) both go through this module; neither
-imports the other. Every file is replaced atomically (:mod:`lstmjax._io`).
+imports the other. Rules that keep a run directory intact, whatever the user points at:
+
+* every file is replaced atomically (:mod:`lstmjax._io`), with the umask's permissions;
+* nothing is written before every check has passed (:func:`plan_run`): a directory that is not
+  a run directory is never resumed into, and a resume whose config differs from what the
+  directory (or any of its trials) stores is refused;
+* nothing is written or deleted through a symbolic link inside the run directory;
+* only files the run creates are ever deleted (its own temporaries and orbax checkpoints);
+* one process at a time (:class:`RunLock`); a stale lock of a dead process is taken over.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
 import os
 import shutil
+import socket
+import sys
 from pathlib import Path
 from typing import Any
 
-from lstmjax._io import atomic_write_json, atomic_write_text
-from lstmjax.experiment.config import dump_yaml, from_dict
-from lstmjax.experiment.errors import ConfigError
+from lstmjax._io import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from lstmjax.experiment.config import dump_yaml, from_dict, to_dict
+from lstmjax.experiment.errors import ConfigError, one_line
 from lstmjax.experiment.schema import ExperimentConfig
-from lstmjax.experiment.summary import TrialSummary
+from lstmjax.experiment.summary import SummaryError, TrialSummary
 
 __all__ = [
-    "CONFIG_FILE", "METRICS_FILE", "SUMMARY_FILE", "CHECKPOINT_DIR", "RESULTS_FILE",
-    "REPORT_FILE", "PLOTS_DIR", "RunError", "Checkpointer", "run_dir_for", "read_yaml",
-    "write_config", "check_same_config", "read_metrics", "write_metrics", "read_summary",
-    "write_summary", "load_run_config",
+    "CONFIG_FILE", "METRICS_FILE", "SUMMARY_FILE", "CHECKPOINT_DIR", "CHECKSUM_FILE",
+    "RESULTS_FILE", "REPORT_FILE", "PLOTS_DIR", "LOCK_FILE", "RUN_FILES", "TRIAL_FILES",
+    "RunError", "DamagedFile", "Checkpointer", "RunLock", "run_dir_for", "read_yaml",
+    "write_config", "check_same_config", "check_no_links", "plan_run", "read_metrics",
+    "write_metrics", "read_summary", "read_finished", "write_summary", "load_run_config", "warn",
 ]  # fmt: skip
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
+CHECKSUM_FILE = "checksums.json"
 RESULTS_FILE = "results.csv"
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
+LOCK_FILE = ".lstmjax.lock"
+RUN_FILES = (CONFIG_FILE, RESULTS_FILE, REPORT_FILE)  # atomically written at the top level
+TRIAL_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKSUM_FILE)
 
 
 class RunError(ConfigError):
     """A problem with the run directory (exists, or differs from the config being resumed)."""
 
 
+class DamagedFile(RunError):
+    """A file of the run directory that cannot be read as what it should hold."""
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr (shown whatever the progress display)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def run_dir_for(cfg: ExperimentConfig, out_dir: str | os.PathLike | None = None) -> Path:
-    """``out_dir`` if given, else ``<output.dir>/<name>``."""
-    return Path(out_dir) if out_dir is not None else Path(cfg.output.dir) / cfg.name
+    """``out_dir`` if given, else ``<output.dir>/<name>`` (a leading ``~`` is the home)."""
+    if out_dir is not None:
+        return Path(os.path.expanduser(os.fspath(out_dir)))
+    return Path(os.path.expanduser(cfg.output.dir)) / cfg.name
 
 
 # ---- configs ---------------------------------------------------------------------------------
 
 
 def read_yaml(path: Path) -> dict:
+    """A YAML mapping from a file of the run directory; :class:`DamagedFile` if it is not one."""
     import yaml
 
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        reason = one_line(e).split(" in \"")[0][:120]
+        raise DamagedFile(f"{path}: damaged ({type(e).__name__}: {reason})") from None
+    if not isinstance(data, dict):
+        raise DamagedFile(f"{path}: damaged (expected a mapping, got {type(data).__name__})")
+    return data
 
 
 def write_config(path: Path, resolved: dict) -> None:
     atomic_write_text(path, dump_yaml(resolved))
 
 
+def _normalised(stored: dict) -> dict:
+    """A stored config with today's defaults filled in (so a key added since it was written does
+    not count as a difference); the stored dict itself if it no longer validates."""
+    try:
+        return to_dict(ExperimentConfig.model_validate(stored))
+    except Exception:  # noqa: BLE001 -- then compare the raw dict, key by key
+        return stored
+
+
 def check_same_config(stored: dict, current: dict, path: Path) -> None:
     """Refuse to resume with a different experiment (output settings may differ)."""
+    stored = _normalised(stored)
     for section in ("name", "task", "model", "train", "sweep"):
         if stored.get(section) != current.get(section):
             diff = _first_difference(stored.get(section), current.get(section), section)
@@ -86,9 +134,188 @@ def _first_difference(a: Any, b: Any, path: str) -> str:
 def load_run_config(run_dir: str | os.PathLike) -> ExperimentConfig:
     """The resolved config stored in a run directory."""
     path = Path(run_dir) / CONFIG_FILE
-    if not path.exists():
+    if not path.is_file():
         raise RunError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
-    return from_dict(read_yaml(path))
+    try:
+        return from_dict(read_yaml(path))
+    except DamagedFile:
+        raise
+    except ConfigError as e:
+        raise DamagedFile(f"{path}: damaged ({e})") from None
+
+
+# ---- safety checks before anything is written --------------------------------------------------
+
+
+def check_no_links(run_dir: Path) -> None:
+    """Refuse a run directory that holds a symbolic link anywhere inside it."""
+    if not run_dir.is_dir():
+        return
+    for root, dirs, files in os.walk(run_dir):
+        for name in dirs + files:
+            p = Path(root) / name
+            if p.is_symlink():
+                raise RunError(
+                    f"{p}: is a symbolic link inside the run directory; lstmjax does not write "
+                    "through links (replace it by the directory or file itself)"
+                )
+
+
+def _check_creatable(run_dir: Path) -> None:
+    """The run directory is, or can become, a writable directory."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"{run_dir}: exists and is not a directory")
+    probe = run_dir
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise RunError(f"{run_dir}: cannot create the run directory ({probe} is not a directory)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RunError(
+            f"{run_dir}: cannot write there ({probe} is not writable); choose another --out"
+        )
+
+
+def plan_run(run_dir: Path, cfg: ExperimentConfig, trials, resume: bool) -> dict[str, str]:
+    """Every check of a run's directory, before anything is written; returns ``{trial name:
+    "new" | "resume" | "finished" | "restart"}``. Raises :class:`RunError`, one line."""
+    _check_creatable(run_dir)
+    occupied = run_dir.is_dir() and any(p.name != LOCK_FILE for p in run_dir.iterdir())
+    plan = {t.name: "new" for t in trials}
+    if not occupied:
+        return plan
+    if not resume:
+        raise RunError(
+            f"{run_dir}: already exists; continue it with --resume or choose another --out"
+        )
+    config_path = run_dir / CONFIG_FILE
+    if config_path.is_symlink() or not config_path.is_file():
+        raise RunError(f"{run_dir}: not a run directory (no {CONFIG_FILE}); nothing was changed")
+    check_no_links(run_dir)
+    check_same_config(read_yaml(config_path), to_dict(cfg), config_path)
+    for trial in trials:
+        tdir = run_dir / trial.name
+        if not tdir.exists():
+            continue
+        if not tdir.is_dir():
+            raise RunError(f"{tdir}: exists and is not a directory; nothing was changed")
+        tconfig = tdir / CONFIG_FILE
+        if not tconfig.exists():
+            plan[trial.name] = "restart"  # killed before its config was written
+            continue
+        try:
+            stored = read_yaml(tconfig)
+        except DamagedFile as e:
+            warn(f"{e}; the trial will be trained again from the start")
+            plan[trial.name] = "restart"
+            continue
+        check_same_config(stored, to_dict(trial.cfg), tconfig)
+        plan[trial.name] = "resume"
+        if (tdir / SUMMARY_FILE).exists():
+            try:
+                read_finished(tdir)
+                plan[trial.name] = "finished"
+            except DamagedFile as e:
+                warn(f"{e}; the trial is resumed from its last valid checkpoint")
+    return plan
+
+
+def prepare(run_dir: Path, resolved: dict) -> None:
+    """Create the run directory, clear its own stale temporaries and write ``config.yaml``."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir, RUN_FILES)
+        write_config(run_dir / CONFIG_FILE, resolved)
+    except OSError as e:
+        raise RunError(f"{run_dir}: cannot write the run directory ({e.strerror or e})") from None
+
+
+# ---- the lock ----------------------------------------------------------------------------------
+
+
+class RunLock:
+    """``with RunLock(run_dir):`` -- one writing process per run directory.
+
+    The lock file holds ``{"pid", "host", "started"}``. A lock left by a process that is gone
+    (same host, no such pid) is stale and taken over with a warning; ``force=True``
+    (``--force-unlock``) takes over any lock.
+    """
+
+    def __init__(self, run_dir: Path, force: bool = False):
+        self.path = Path(run_dir) / LOCK_FILE
+        self.force = force
+        self._held = False
+
+    def __enter__(self) -> RunLock:
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        }
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                self._take_over_or_refuse(me["host"])
+                continue
+            except OSError as e:
+                raise RunError(f"{self.path.parent}: cannot take its lock ({e.strerror})") from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self._held = True
+            return self
+        raise RunError(f"{self.path.parent}: could not take its lock; try again")
+
+    def check(self) -> None:
+        """Without taking it: refuse if another live process holds the lock (and not ``force``)."""
+        if self.path.exists() or self.path.is_symlink():
+            self._holder(socket.gethostname())
+
+    def _holder(self, host: str):
+        """``(pid, host, started, stale)`` of the lock's holder; raises if it is live."""
+        try:
+            holder = json.loads(self.path.read_text(encoding="utf-8"))
+            pid, other, started = int(holder["pid"]), str(holder["host"]), holder.get("started")
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # unreadable: a process killed while writing it -- stale
+        stale = other == host and not _alive(pid)
+        if not (stale or self.force):
+            raise RunError(
+                f"{self.path.parent} is in use by pid {pid} on {other} (started {started}); "
+                "wait or pass --force-unlock if that process is gone"
+            )
+        return pid, other, started, stale
+
+    def _take_over_or_refuse(self, host: str) -> None:
+        holder = self._holder(host)
+        if holder is not None:
+            pid, other, _, stale = holder
+            why = "forced" if not stale else "its process is gone"
+            warn(f"{self.path.parent}: taking over the lock of pid {pid} on {other} ({why})")
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def __exit__(self, *exc) -> None:
+        if self._held:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+            self._held = False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 # ---- metrics and summaries -------------------------------------------------------------------
@@ -99,12 +326,45 @@ def write_metrics(path: Path, lines: list[dict]) -> None:
     atomic_write_text(path, text)
 
 
-def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """The lines of a ``metrics.jsonl`` file ([] if it does not exist)."""
+def read_metrics(path: str | os.PathLike, *, strict: bool = True) -> list[dict]:
+    """The lines of a ``metrics.jsonl`` file ([] if it does not exist).
+
+    A line that is not a JSON object with ``step`` and ``seed`` is damage: ``strict`` raises
+    :class:`DamagedFile`; otherwise the lines before it are returned, with a warning.
+    """
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    out = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line:
+            continue
+        try:
+            item = json.loads(line)
+            ok = isinstance(item, dict) and isinstance(item.get("step"), int) and "seed" in item
+        except ValueError:
+            ok = False
+        if not ok:
+            msg = f"{path}: damaged at line {number}"
+            if strict:
+                raise DamagedFile(msg)
+            warn(f"{msg}; the {len(out)} lines before it are kept")
+            return out
+        out.append(item)
+    return out
+
+
+def read_finished(trial_dir: Path) -> TrialSummary | None:
+    """A finished trial's summary (None if unfinished); :class:`DamagedFile` if its summary or
+    its metrics are damaged (then the trial is not finished: it is trained again)."""
+    summary = read_summary(trial_dir / SUMMARY_FILE)
+    if summary is not None:
+        read_metrics(trial_dir / METRICS_FILE)
+    return summary
 
 
 def write_summary(path: Path, summary: TrialSummary) -> None:
@@ -112,25 +372,32 @@ def write_summary(path: Path, summary: TrialSummary) -> None:
 
 
 def read_summary(path: Path) -> TrialSummary | None:
-    """The trial summary at ``path``, or None if the trial has not finished."""
+    """The trial summary at ``path``, None if the trial has not finished, :class:`DamagedFile` if
+    the file is not a summary."""
     if not path.exists():
         return None
-    return TrialSummary.from_json(json.loads(path.read_text(encoding="utf-8")))
+    try:
+        return TrialSummary.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, SummaryError) as e:  # JSONDecodeError and UnicodeDecodeError too
+        raise DamagedFile(f"{path}: damaged ({one_line(e)[:120]})") from None
 
 
 # ---- checkpoints -----------------------------------------------------------------------------
 
 
 class Checkpointer:
-    """Orbax checkpoints of a train-state pytree, one directory per step.
+    """Orbax checkpoints of a train-state pytree, one directory per step, each with SHA-256
+    checksums of its files (``checksums.json`` beside the ``checkpoints/`` directory).
 
     Saving is synchronous; orbax writes into a temporary directory and renames it when
     complete, so a killed process leaves either a whole checkpoint or a temporary directory
-    that is deleted on the next start.
+    that is deleted on the next start. :meth:`restore_latest` verifies the checksums and falls
+    back to older checkpoints when the newest is damaged.
     """
 
     def __init__(self, directory: Path, keep: int = 1):
         self.directory = Path(directory).absolute()
+        self.sums_path = self.directory.parent / CHECKSUM_FILE
         self.keep = keep
         self._manager = None
 
@@ -140,7 +407,8 @@ class Checkpointer:
 
             self.directory.mkdir(parents=True, exist_ok=True)
             for stale in self.directory.glob("*.orbax-checkpoint-tmp*"):
-                shutil.rmtree(stale, ignore_errors=True)
+                if stale.is_dir() and not stale.is_symlink():
+                    shutil.rmtree(stale, ignore_errors=True)
             self._manager = ocp.CheckpointManager(
                 self.directory,
                 options=ocp.CheckpointManagerOptions(
@@ -154,12 +422,21 @@ class Checkpointer:
             return None
         return self._mgr().latest_step()
 
+    def steps(self) -> list[int]:
+        """Saved steps, newest first."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(self._mgr().all_steps(), reverse=True)
+
     def save(self, step: int, state) -> None:
         import orbax.checkpoint as ocp
 
         mgr = self._mgr()
         mgr.save(step, args=ocp.args.StandardSave(state), force=True)
         mgr.wait_until_finished()
+        sums = {s: v for s, v in self._sums().items() if int(s) in mgr.all_steps()}
+        sums[str(step)] = _digest_dir(self.directory / str(step))
+        atomic_write_json(self.sums_path, sums)
 
     def restore(self, step: int, like):
         """The state saved at ``step``, with the structure and dtypes of ``like``."""
@@ -169,8 +446,68 @@ class Checkpointer:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         return self._mgr().restore(step, args=ocp.args.StandardRestore(abstract))
 
+    def restore_latest(self, like) -> tuple[int | None, Any]:
+        """``(step, state)`` of the newest checkpoint whose checksums match and that restores;
+        ``(None, like)`` if there is none (each damaged one named in a warning)."""
+        sums = self._sums()
+        damaged = []
+        for step in self.steps():
+            path = self.directory / str(step)
+            expected = sums.get(str(step))
+            if expected is not None and _digest_dir(path) != expected:
+                bad = sorted(k for k, v in _digest_dir(path).items() if expected.get(k) != v)
+                bad += sorted(k for k in expected if not (path / k).exists())
+                warn(f"{path}: checkpoint damaged ({', '.join(bad[:3]) or 'files changed'} "
+                     "differ from their checksums); trying an older one")
+                damaged.append(step)
+                continue
+            try:
+                state = self.restore(step, like)
+            except Exception as e:  # noqa: BLE001 -- orbax/tensorstore raise many kinds
+                warn(f"{path}: checkpoint cannot be read ({type(e).__name__}); "
+                     "trying an older one")
+                damaged.append(step)
+                continue
+            self._drop(damaged)  # training from `step` will save those steps again
+            return step, state
+        return None, like
+
+    def _drop(self, steps: list[int]) -> None:
+        for step in steps:
+            path = self.directory / str(step)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+        if steps:
+            self._manager = None  # re-read the remaining steps
+
+    def _sums(self) -> dict:
+        try:
+            data = json.loads(self.sums_path.read_text(encoding="utf-8"))
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
     def clear(self) -> None:
-        """Delete all checkpoints (a fresh start in a directory left by an earlier attempt)."""
+        """Delete this trial's checkpoints (orbax step directories and their temporaries, and
+        the checksums) -- nothing else that may be in the directory."""
         self._manager = None
-        if self.directory.exists():
-            shutil.rmtree(self.directory)
+        if self.directory.is_dir():
+            for p in self.directory.iterdir():
+                ours = p.name.isdigit() or ".orbax-checkpoint-tmp" in p.name
+                if ours and p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+        if self.sums_path.is_file():
+            self.sums_path.unlink()
+
+
+def _digest_dir(path: Path) -> dict[str, str]:
+    out = {}
+    for root, _, files in os.walk(path):
+        for name in files:
+            p = Path(root) / name
+            h = hashlib.sha256()
+            with p.open("rb") as f:
+                for block in iter(lambda f=f: f.read(1 << 20), b""):
+                    h.update(block)
+            out[p.relative_to(path).as_posix()] = h.hexdigest()
+    return dict(sorted(out.items()))

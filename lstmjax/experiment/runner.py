@@ -28,13 +28,19 @@ from lstmjax.experiment.rundir import (
     CONFIG_FILE,
     METRICS_FILE,
     SUMMARY_FILE,
+    TRIAL_FILES,
     Checkpointer,
+    DamagedFile,
     RunError,
+    RunLock,
     check_same_config,
+    plan_run,
+    prepare,
+    read_finished,
     read_metrics,
-    read_summary,
     read_yaml,
     run_dir_for,
+    warn,
     write_config,
     write_metrics,
     write_summary,
@@ -43,7 +49,9 @@ from lstmjax.experiment.schema import ExperimentConfig
 from lstmjax.experiment.summary import SeedResult, TrialSummary
 from lstmjax.experiment.sweep import Trial, expand
 
-__all__ = ["run_trials", "run_trial", "compile_trial", "seeds_in_one_program"]
+__all__ = [
+    "run_trials", "run_trial", "compile_trial", "seeds_in_one_program", "check_dtypes", "needs_x64",
+]  # fmt: skip
 
 
 def run_trials(
@@ -52,45 +60,61 @@ def run_trials(
     *,
     resume: bool = False,
     progress: str | Reporter | None = None,
+    force_unlock: bool = False,
 ) -> dict:
     """Train every trial of ``cfg`` into its run directory; returns a run summary
     ``{"name", "run_dir", "wall_time_s", "trials": [summary.json dicts]}``.
 
     Without ``resume`` the directory must not exist yet (or be empty). With ``resume``,
-    finished trials are skipped and unfinished ones continue from their last checkpoint; the
-    config must match the one stored in the directory. ``progress``: ``auto``/``rich``/
-    ``plain``/``none`` or a :class:`Reporter` (default: ``cfg.output.progress``).
+    finished trials are skipped and unfinished ones continue from their last valid checkpoint;
+    the config must match the one stored in the directory and in each trial. Every check
+    (:func:`~lstmjax.experiment.rundir.plan_run`, dtypes, memory) runs before anything is
+    written, and the directory is locked while the run writes to it (``force_unlock`` takes
+    over another process's lock). ``progress``: ``auto``/``rich``/``plain``/``none`` or a
+    :class:`Reporter` (default: ``cfg.output.progress``).
     """
+    from lstmjax.experiment.resources import check_fits
+
     run_dir = run_dir_for(cfg, out_dir)
     trials = expand(cfg)
-    _prepare_run_dir(cfg, run_dir, resume)
+    check_dtypes(trials)
+    check_fits(trials)
+    RunLock(run_dir, force=force_unlock).check()
+    plan = plan_run(run_dir, cfg, trials, resume)
     if not isinstance(progress, Reporter):
         progress = make_reporter(progress or cfg.output.progress)
     reporter = progress
-    t0 = time.monotonic()
-    todo = [t for t in trials if not (resume and (run_dir / t.name / SUMMARY_FILE).exists())]
-    summaries, cache, futures = [], {}, {}
-    # Compile the next trial's program in a thread while the current one trains (XLA releases
-    # the GIL while compiling, and one small model leaves a core idle).
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lstmjax-compile")
-
-    def prefetch(i: int) -> None:
-        if i < len(todo):
-            futures[todo[i].name] = pool.submit(compile_trial, todo[i], cache)
-
     try:
-        prefetch(0)
-        for trial in trials:
-            future = futures.pop(trial.name, None)
-            if future is not None:
-                prefetch(todo.index(trial) + 1)
-            summaries.append(
-                run_trial(trial, run_dir / trial.name, resume=resume, reporter=reporter,
-                          count=len(trials), compiled=future.result() if future else None)
-            )
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-        reporter.close()
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"{run_dir}: cannot create the run directory ({e.strerror or e})") from None
+    with RunLock(run_dir, force=force_unlock):
+        prepare(run_dir, to_dict(cfg))
+        t0 = time.monotonic()
+        todo = [t for t in trials if plan[t.name] != "finished"]
+        summaries, cache, futures = [], {}, {}
+        # Compile the next trial's program in a thread while the current one trains (XLA
+        # releases the GIL while compiling, and one small model leaves a core idle).
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lstmjax-compile")
+
+        def prefetch(i: int) -> None:
+            if i < len(todo):
+                futures[todo[i].name] = pool.submit(compile_trial, todo[i], cache)
+
+        try:
+            prefetch(0)
+            for trial in trials:
+                future = futures.pop(trial.name, None)
+                if future is not None:
+                    prefetch(todo.index(trial) + 1)
+                summaries.append(run_trial(
+                    trial, run_dir / trial.name, resume=plan[trial.name] != "new",
+                    reporter=reporter, count=len(trials),
+                    compiled=future.result() if future else None,
+                ))
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            reporter.close()
     return {
         "name": cfg.name,
         "run_dir": str(run_dir),
@@ -99,21 +123,39 @@ def run_trials(
     }
 
 
-def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> None:
-    config_path = run_dir / CONFIG_FILE
-    resolved = to_dict(cfg)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunError(f"{run_dir}: exists and is not a directory")
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        if not resume:
-            raise RunError(
-                f"{run_dir}: already exists; continue it with --resume or choose another --out"
-            )
-        if config_path.exists():
-            check_same_config(read_yaml(config_path), resolved, config_path)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(run_dir)
-    write_config(config_path, resolved)
+def _missing_evaluations(lines: list[dict], step: int, every: int) -> int:
+    """How many evaluations up to ``step`` have no metric line (every evaluation has a line of
+    at least one active seed: the loop stops when all seeds are frozen)."""
+    have = {m["step"] for m in lines}
+    return sum(1 for s in range(every, step + 1, every) if s not in have)
+
+
+def check_dtypes(trials: list[Trial]) -> None:
+    """Never record a dtype that was not used: float64 cells need 64-bit JAX (``lstmjax run``
+    turns it on at program start for such configs), and a sweep may not mix float64 with other
+    dtypes (64-bit mode would change the float32 trials' task data and losses)."""
+    import jax
+
+    dtypes = {t.cfg.model.options.get("dtype", "float32") for t in trials}
+    if "float64" not in dtypes:
+        return
+    if len(dtypes) > 1:
+        others = ", ".join(sorted(dtypes - {"float64"}))
+        raise RunError(
+            f"model.options.dtype: the sweep mixes float64 with {others}; "
+            "run the float64 trials as a config of their own"
+        )
+    if not jax.config.jax_enable_x64:
+        raise RunError(
+            "model.options.dtype: float64 needs 64-bit JAX, which is off in this process; "
+            "`lstmjax run` turns it on for such configs, in Python call "
+            "jax.config.update('jax_enable_x64', True) at program start"
+        )
+
+
+def needs_x64(cfg: ExperimentConfig) -> bool:
+    """Whether any trial of ``cfg`` asks for float64 cells (the CLI then enables 64-bit JAX)."""
+    return any(t.cfg.model.options.get("dtype") == "float64" for t in expand(cfg))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -132,17 +174,25 @@ def run_trial(
 ) -> TrialSummary:
     """Train one trial (all its seeds in one program) in ``trial_dir``; returns its summary.
 
-    ``compiled``: the trial's programs from :func:`compile_trial` (compiled here if absent).
+    With ``resume`` a valid ``summary.json`` means finished (returned as it is); otherwise the
+    trial continues from its newest valid checkpoint. ``compiled``: the trial's programs from
+    :func:`compile_trial` (compiled here if absent).
     """
     import jax
 
     reporter = reporter or Reporter()
     cfg, tc = trial.cfg, trial.cfg.train
     summary_path = trial_dir / SUMMARY_FILE
+    config_path = trial_dir / CONFIG_FILE
     if resume and summary_path.exists():
-        summary = read_summary(summary_path)
-        reporter.message(f"[{trial.index + 1}/{count}] {trial.name}: finished earlier, skipped")
-        return summary
+        try:
+            summary = read_finished(trial_dir)
+            reporter.message(
+                f"[{trial.index + 1}/{count}] {trial.name}: finished earlier, skipped"
+            )
+            return summary
+        except DamagedFile:
+            pass  # warned about by plan_run; train it again from its checkpoint
 
     t_start = time.monotonic()
     compiled = compiled or compile_trial(trial)
@@ -151,17 +201,32 @@ def run_trial(
     state = compiled.init(*_init_args(cfg))
 
     trial_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(trial_dir)
-    config_path = trial_dir / CONFIG_FILE
+    remove_stale_temporaries(trial_dir, TRIAL_FILES)
     if resume and config_path.exists():
-        check_same_config(read_yaml(config_path), to_dict(cfg), config_path)
+        try:
+            check_same_config(read_yaml(config_path), to_dict(cfg), config_path)
+        except DamagedFile:
+            resume = False  # warned about by plan_run; start again
     checkpoints = Checkpointer(trial_dir / CHECKPOINT_DIR, keep=cfg.output.keep_checkpoints)
     lines: list[dict] = []
-    restored = checkpoints.latest_step() if resume else None
+    restored = None
+    if resume:
+        restored, state = checkpoints.restore_latest(state)
+        if restored is None and checkpoints.steps():
+            warn(f"{trial_dir}: no valid checkpoint; the trial is trained again from the start")
     if restored is not None:
-        state = checkpoints.restore(restored, state)
-        lines = [m for m in read_metrics(trial_dir / METRICS_FILE) if m["step"] <= restored]
-    else:
+        lines = [m for m in read_metrics(trial_dir / METRICS_FILE, strict=False)
+                 if m["step"] <= restored]
+        missing = _missing_evaluations(lines, restored, tc.eval_every)
+        if missing:
+            # Continuing would leave a hole in the learning curve (and a summary built from
+            # it); randomness is a function of (seed, step), so retraining reproduces it.
+            warn(f"{trial_dir / METRICS_FILE}: no metrics for {missing} evaluation(s) up to "
+                 f"step {restored} (missing or damaged); the trial is trained again from the "
+                 "start so that its learning curve is complete")
+            restored, lines = None, []
+            state = compiled.init(*_init_args(cfg))
+    if restored is None:
         checkpoints.clear()
         write_config(config_path, to_dict(cfg))
         atomic_write_text(trial_dir / METRICS_FILE, "")
@@ -339,8 +404,13 @@ def _summarise(trial: Trial, task, state, lines: list[dict], seeds: list[int]) -
     for line in lines:
         last[line["seed"]] = line
     per_seed = []
+    factor = trial.cfg.train.blowup_factor
     for i, seed in enumerate(seeds):
         final = last.get(seed, {})
+        loss = final.get("loss")
+        diverged = bool(diverged_step[i] >= 0)
+        blew_up = (factor is not None and not diverged and loss is not None
+                   and loss > factor * float(task.chance_loss))
         per_seed.append(SeedResult(
             seed=seed,
             solved=bool(solved_step[i] >= 0),
@@ -350,6 +420,7 @@ def _summarise(trial: Trial, task, state, lines: list[dict], seeds: list[int]) -
             diverged=bool(diverged_step[i] >= 0),
             diverged_step=int(diverged_step[i]) if diverged_step[i] >= 0 else None,
             steps_trained=int(updates[i]),
+            blew_up=blew_up,
         ))
     cfg = trial.cfg
     return TrialSummary.build(

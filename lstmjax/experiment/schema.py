@@ -34,6 +34,7 @@ Defaults shown; only ``task.name`` is required::
       eval_every: 100          # steps per chunk: evaluate, report progress, maybe checkpoint
       eval_batch_size: 256     # fresh sequences per evaluation
       early_stop: true         # freeze a seed once the task's `solved` criterion holds
+      blowup_factor: 100       # a seed whose final loss exceeds 100 x chance "blew up" (null: off)
       vmap_seeds: true         # seeds via jax.vmap (false: lax.map, one after another)
       seeds: 1                 # a count (seeds 0..n-1) or a list of seeds
     sweep: {}                  # dotted key -> list of values; the cartesian product
@@ -51,6 +52,7 @@ and task registries (names, options, task parameters) is checked by
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -69,6 +71,17 @@ __all__ = [
 ]
 
 
+# Upper bounds: far above anything that trains on one machine, low enough that arithmetic on
+# them cannot overflow; what actually fits in memory is estimated before a run starts
+# (lstmjax.experiment.resources).
+MAX_SEED = 2**32  # a seed is a uint32 PRNG key: seeds are integers in [0, 2^32)
+MAX_SEEDS = 4096
+MAX_SIZE = 1 << 20  # hidden_size, batch sizes
+MAX_LENGTH = 10_000_000
+MAX_STEPS = 1_000_000_000
+MAX_NAME = 100  # characters of a run name (the directory name)
+
+
 def _seeds(value: Any) -> Any:
     """``seeds: 3`` means seeds 0, 1, 2; a list names them."""
     if isinstance(value, bool):
@@ -76,13 +89,17 @@ def _seeds(value: Any) -> Any:
     if isinstance(value, int):
         if value < 1:
             raise ValueError(f"expected a seed count >= 1 or a list of seeds, got {value!r}")
+        if value > MAX_SEEDS:
+            raise ValueError(f"{value} seeds is more than the limit of {MAX_SEEDS} per trial")
         return tuple(range(value))
     if isinstance(value, (list, tuple)):
         if not value:
             raise ValueError("empty list of seeds (give a count or at least one seed)")
+        if len(value) > MAX_SEEDS:
+            raise ValueError(f"{len(value)} seeds is more than the limit of {MAX_SEEDS} per trial")
         for s in value:
-            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-                raise ValueError(f"seeds must be integers >= 0, got {s!r}")
+            if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < MAX_SEED:
+                raise ValueError(f"seeds must be integers in [0, 2^32), got {s!r}")
         if len(set(value)) != len(value):
             raise ValueError(f"seeds must be distinct, got {list(value)}")
         return tuple(value)
@@ -90,16 +107,35 @@ def _seeds(value: Any) -> Any:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # allow_inf_nan=False: a learning rate, eps or bound of .inf / .nan is meaningless
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+def _check_finite(where: str, value: Any) -> None:
+    """Free-form values (cell options, task parameters) must not hold .inf or .nan."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: expected a finite number, got {value!r}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(f"{where}.{k}", v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _check_finite(where, v)
 
 
 class TaskConfig(BaseModel):
     """``task: {name: adding, length: 100, <task params>...}`` -- params sit beside the name."""
 
-    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True, allow_inf_nan=False)
 
     name: str
-    length: int = Field(100, ge=1)
+    length: int = Field(100, ge=1, le=MAX_LENGTH)
+
+    @model_validator(mode="after")
+    def _finite_params(self):
+        for key, value in (self.model_extra or {}).items():
+            _check_finite(key, value)
+        return self
 
     @property
     def params(self) -> dict[str, Any]:
@@ -111,14 +147,21 @@ class ModelConfig(_Section):
     """The recurrent network; a per-step linear readout is always added on top."""
 
     cell: str = "lstm"
-    hidden_size: int = Field(64, ge=1)
-    num_layers: int = Field(1, ge=1)
+    hidden_size: int = Field(64, ge=1, le=MAX_SIZE)
+    num_layers: int = Field(1, ge=1, le=256)
     bidirectional: bool = False
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     proj_size: int = Field(0, ge=0)
     residual: bool = False
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _finite_options(cls, v: dict) -> dict:
+        for key, value in v.items():
+            _check_finite(key, value)
+        return v
 
     @model_validator(mode="after")
     def _proj_below_hidden(self):
@@ -142,17 +185,18 @@ class TrainConfig(_Section):
     rms_decay: float = Field(0.9, gt=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     schedule: Literal["constant", "cosine", "step"] = "constant"
-    warmup_steps: int = Field(0, ge=0)
-    decay_every: int = Field(1000, ge=1)
+    warmup_steps: int = Field(0, ge=0, le=MAX_STEPS)
+    decay_every: int = Field(1000, ge=1, le=MAX_STEPS)
     decay_factor: float = Field(0.5, gt=0.0, le=1.0)
     final_lr_fraction: float = Field(0.0, ge=0.0, le=1.0)
     grad_clip: float | None = Field(1.0, gt=0.0)
     grad_clip_value: float | None = Field(None, gt=0.0)
-    batch_size: int = Field(32, ge=1)
-    steps: int = Field(3000, ge=1)
-    eval_every: int = Field(100, ge=1)
-    eval_batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(32, ge=1, le=MAX_SIZE)
+    steps: int = Field(3000, ge=1, le=MAX_STEPS)
+    eval_every: int = Field(100, ge=1, le=MAX_STEPS)
+    eval_batch_size: int = Field(256, ge=1, le=MAX_SIZE)
     early_stop: bool = True
+    blowup_factor: float | None = Field(100.0, gt=1.0)  # final loss > factor x chance: blew up
     vmap_seeds: bool = True
     seeds: Annotated[tuple[int, ...], BeforeValidator(_seeds)] = (0,)
 
@@ -173,14 +217,14 @@ class TrainConfig(_Section):
 class OutputConfig(_Section):
     """Where results go and how often training state is checkpointed."""
 
-    dir: str = "runs"
-    checkpoint_every: int = Field(500, ge=1)
-    keep_checkpoints: int = Field(1, ge=1)
+    dir: str = "runs"  # a leading ~ is the home directory
+    checkpoint_every: int = Field(500, ge=1, le=MAX_STEPS)
+    keep_checkpoints: int = Field(1, ge=1, le=1000)
     plots: bool = True
     progress: Literal["auto", "rich", "plain", "none"] = "auto"
 
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 SWEEPABLE = ("task", "model", "train")
 SECTIONS = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig, "output": OutputConfig}
 
@@ -199,10 +243,25 @@ class ExperimentConfig(_Section):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
+        if not _NAME_RE.fullmatch(v):
             raise ValueError(
                 f"{v!r} is not a valid run name (use letters, digits, '_', '-', '.', '+')"
             )
+        if len(v) > MAX_NAME:
+            raise ValueError(f"a run name of {len(v)} characters is longer than {MAX_NAME}")
+        return v
+
+    @field_validator("sweep")
+    @classmethod
+    def _distinct_values(cls, v: dict) -> dict:
+        for key, values in v.items():
+            seen = []
+            for value in values:
+                if any(value == s and type(value) is type(s) for s in seen):
+                    raise ValueError(f"{key}: {value!r} is listed twice")
+                seen.append(value)
+            for value in values:
+                _check_finite(key, value)
         return v
 
 

@@ -2,8 +2,10 @@
 
 Definitions (per seed): *solved* -- the task's criterion held at an evaluation; *steps to
 solve* -- the first such evaluation step; *final loss* -- the evaluation loss at the seed's last
-evaluation (a diverged seed has none and is counted as not solved). Trial statistics (solved
-seeds, medians) are computed here, once, by :meth:`TrialSummary.build`.
+evaluation (a diverged seed has none and is counted as not solved); *blew up* -- it did not
+diverge, but its final loss exceeds ``train.blowup_factor`` x the chance loss (an optimiser that
+ran away without producing NaNs). Trial statistics (solved seeds, medians) are computed here,
+once, by :meth:`TrialSummary.build`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class SeedResult:
     diverged: bool
     diverged_step: int | None
     steps_trained: int
+    blew_up: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +60,7 @@ class TrialSummary:
     median_steps_to_solve: float | None
     median_final_loss: float | None  # over seeds that did not diverge
     diverged_seeds: int
+    blew_up_seeds: int = 0
     # timing (seconds; None where not measured)
     wall_time_s: float | None = None
     compile_s: float | None = None
@@ -76,6 +80,7 @@ class TrialSummary:
             median_steps_to_solve=statistics.median(steps) if steps else None,
             median_final_loss=statistics.median(losses) if losses else None,
             diverged_seeds=sum(s.diverged for s in per_seed),
+            blew_up_seeds=sum(s.blew_up for s in per_seed),
             **fields,
         )
 
@@ -100,13 +105,16 @@ class TrialSummary:
         if missing:
             raise SummaryError(f"missing {', '.join(missing)}")
         seed_names = {f.name for f in dataclasses.fields(SeedResult)}
+        seed_required = {
+            f.name for f in dataclasses.fields(SeedResult) if f.default is dataclasses.MISSING
+        }
         per_seed = data["per_seed"]
         if not isinstance(per_seed, list) or not all(
-            isinstance(s, dict) and seed_names <= set(s) for s in per_seed
+            isinstance(s, dict) and seed_required <= set(s) for s in per_seed
         ):
             raise SummaryError("per_seed is not a list of seed results")
         try:
-            seeds = [SeedResult(**{k: s[k] for k in seed_names}) for s in per_seed]
+            seeds = [SeedResult(**{k: s[k] for k in seed_names if k in s}) for s in per_seed]
             return cls(**{**{k: v for k, v in data.items() if k in names}, "per_seed": seeds})
         except TypeError as e:
             raise SummaryError(str(e)) from None

@@ -7,15 +7,19 @@ keys share a last component)::
     sweep: {model.cell: [rnn, lstm], task.length: [25, 50]}
     -> cell-rnn__length-25, cell-rnn__length-50, cell-lstm__length-25, cell-lstm__length-50
 
-With no sweep the single trial is called ``default``. Each trial's ``model.options`` keep only
-the options its cell takes (:func:`lstmjax.cells.applicable_options`): this is the one place
-where a shared options block is filtered.
+With no sweep the single trial is called ``default``. A name longer than 120 characters is cut
+to its first 100 and a hash of the whole (``…__h1a2b3c4d5e``): directory names stay well within
+the 255-byte limit, and the full values are in the trial's ``config.yaml`` and ``summary.json``.
+Each trial's ``model.options`` keep only the options its cell takes
+(:func:`lstmjax.cells.applicable_options`): this is the one place where a shared options block
+is filtered.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import itertools
 import re
 from collections.abc import Callable, Iterator
@@ -26,6 +30,7 @@ from lstmjax.experiment.schema import ExperimentConfig
 __all__ = ["Trial", "Point", "expand", "points", "trial_name", "format_value", "GAP_KEY"]
 
 GAP_KEY = "task.length"
+MAX_TRIAL_NAME = 120
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +126,11 @@ def trial_name(values: dict[str, Any], labels: dict[str, str] | None = None) -> 
     if not values:
         return "default"
     labels = labels or _short_keys(list(values))
-    return "__".join(f"{labels[k]}-{_slug(format_value(v))}" for k, v in values.items())
+    name = "__".join(f"{labels[k]}-{_slug(format_value(v))}" for k, v in values.items())
+    if len(name) > MAX_TRIAL_NAME:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+        name = f"{name[:100]}__h{digest}"
+    return name
 
 
 def variant_label(values: dict[str, Any], cfg: ExperimentConfig) -> str:

@@ -117,8 +117,9 @@ def make_trainer(cfg) -> Trainer:
             opt_state=_tree_where(ok, opt_state, state.opt_state),
             diverged_step=jnp.where(active & ~finite, state.step + 1, state.diverged_step),
         )
-        loss_sum = loss_sum + jnp.where(ok, loss, 0.0)
-        gnorm_sum = gnorm_sum + jnp.where(ok, grad_norm, 0.0)
+        # metrics accumulate in float32 whatever the model's dtype (float64 cells too)
+        loss_sum = loss_sum + jnp.where(ok, loss, 0.0).astype(jnp.float32)
+        gnorm_sum = gnorm_sum + jnp.where(ok, grad_norm, 0.0).astype(jnp.float32)
         return (state, loss_sum, gnorm_sum, n_ok + ok.astype(jnp.int32)), None
 
     def chunk(state: TrainState) -> tuple[TrainState, dict]:

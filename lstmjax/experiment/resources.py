@@ -1,0 +1,84 @@
+"""Will it fit? A memory estimate per trial, checked before a run writes anything.
+
+The estimate (bytes) of one trial, with S seeds trained together (1 if ``vmap_seeds`` is off),
+batch B, evaluation batch B_e, T = ``task.seq_len``, L layers, d directions, projection width
+G·H and N parameters, in elements of the cell's dtype::
+
+    per seed:  train  = 2 · B · T · (G·H + 3·H) · L · d     (saved activations + cotangents)
+               eval   = B_e · T · (G·H + 3·H) · L · d
+               state  = 4 · N                             (parameters, gradients, 2 moments)
+    trial:     S · (max(train, eval) + state)
+
+It is a lower bound in spirit (XLA needs some more), meant to refuse what cannot possibly fit
+-- ``task.length=1e7``, ``train.batch_size=1e6`` -- with the numbers, instead of an
+out-of-memory error (or swapping) after the run directory was written.
+"""
+
+from __future__ import annotations
+
+import os
+
+from lstmjax.experiment.errors import ConfigError
+
+__all__ = ["estimate_bytes", "memory_limit_bytes", "check_fits"]
+
+
+def estimate_bytes(cfg) -> int:
+    """The memory estimate of one trial config (see the module docstring)."""
+    from lstmjax import cells, tasks
+    from lstmjax._util import hashable
+
+    task = tasks.make(cfg.task.name, length=cfg.task.length, **hashable(cfg.task.params))
+    m = cfg.model
+    cell = cells.make(m.cell, hidden_size=m.hidden_size, **hashable(m.options))
+    H, P, T = m.hidden_size, cell.projection_size, task.seq_len
+    d = 2 if m.bidirectional else 1
+    width = d * (m.proj_size or H)
+    n_params = 0
+    for layer in range(m.num_layers):
+        d_in = task.input_size if layer == 0 else width
+        n_params += d * (d_in * P + H * P + P)
+    n_params += width * task.output_size + task.output_size
+    per_position = (P + 3 * H) * m.num_layers * d
+    train = 2 * cfg.train.batch_size * T * per_position
+    evaluate = cfg.train.eval_batch_size * T * per_position
+    seeds = len(cfg.train.seeds) if cfg.train.vmap_seeds else 1
+    itemsize = 8 if m.options.get("dtype") == "float64" else 4
+    return seeds * (max(train, evaluate) + 4 * n_params) * itemsize
+
+
+def memory_limit_bytes() -> int | None:
+    """Memory of the default device: the accelerator's allocator limit, else the host's RAM."""
+    try:
+        import jax
+
+        stats = jax.devices()[0].memory_stats() or {}
+        if stats.get("bytes_limit"):
+            return int(stats["bytes_limit"])
+    except Exception:  # noqa: BLE001 -- no device statistics: use the host's memory
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(trials) -> None:
+    """Refuse (one line, nothing written) when a trial's estimate exceeds the device memory."""
+    limit = memory_limit_bytes()
+    if not limit:
+        return
+    for trial in trials:
+        need = estimate_bytes(trial.cfg)
+        if need > limit:
+            c = trial.cfg
+            where = f"trial {trial.name}: " if trial.values else ""
+            raise ConfigError(
+                f"{where}needs about {_gb(need)} of memory (estimate; batch_size "
+                f"{c.train.batch_size}, length {c.task.length}, hidden_size {c.model.hidden_size}, "
+                f"{len(c.train.seeds)} seeds) but this device has {_gb(limit)}; reduce one of them"
+            )
+
+
+def _gb(n: int) -> str:
+    return f"{n / 2**30:.3g} GiB" if n < 2**40 else f"{n / 2**40:.3g} TiB"
