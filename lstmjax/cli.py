@@ -101,7 +101,11 @@ def _run(args) -> int:
     )
     rep = result["report"]
     print()
+    if "frontier_table" in rep:
+        print(rep["frontier_table"])
     print(rep["table"])
+    print(rep["finding"])
+    print()
     print(f"run directory: {result['run_dir']}  ({result['wall_time_s']:.1f} s)")
     print(f"report: {rep['report']}")
     print(f"results: {rep['results']}")
@@ -117,7 +121,10 @@ def _report(args) -> int:
         print(f"error: {args.run_dir}: no such run directory", file=sys.stderr)
         return 2
     rep = experiment.write_report(args.run_dir, plots=not args.no_plots, out=args.out)
+    if "frontier_table" in rep:
+        print(rep["frontier_table"])
     print(rep["table"])
+    print(rep["finding"])
     print(f"report: {rep['report']}")
     for path in rep["plots"]:
         print(f"plot: {path}")

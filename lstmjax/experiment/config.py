@@ -37,7 +37,15 @@ from lstmjax.experiment.schema import (
     fields_at,
     known_paths,
 )
-from lstmjax.experiment.sweep import Point, Trial, expand, points
+from lstmjax.experiment.sweep import (
+    Point,
+    Trial,
+    expand,
+    group_label,
+    is_group,
+    points,
+    swept_keys,
+)
 
 __all__ = [
     "ConfigError",
@@ -285,13 +293,42 @@ def load_trials(raw: Any) -> tuple[ExperimentConfig, list[Trial]]:
         raise ConfigError(f"config: expected a mapping of sections, got {type_name(raw)}")
     cfg = _validate(raw)
     _check_sweep_keys(cfg)
+    if cfg.frontier is not None:
+        return cfg, _check_frontier(cfg)
+    return cfg, _validate_trials(cfg)
+
+
+def _check_frontier(cfg: ExperimentConfig) -> list[Trial]:
+    """The frontier's key is an integer key that is not swept, and every variant builds at the
+    search's first and largest gap; returns the variants (trials without the gap set)."""
+    fc = cfg.frontier
+    key = fc.key
+    parts = key.split(".")
+    if parts[0] not in SWEEPABLE or len(parts) < 2:
+        raise ConfigError(f"frontier.key: {key!r} must be a dotted key under task, model or "
+                          "train, e.g. task.length")
+    if key in swept_keys(cfg) or key in cfg.sweep:
+        raise ConfigError(f"frontier.key: {key} is also swept; the frontier searches it, "
+                          f"remove sweep.{key}")
+    probe = cfg.model_copy(update={"sweep": {**cfg.sweep, key: [fc.start, fc.max]},
+                                   "frontier": None})
+    try:
+        _validate_trials(probe)
+    except ConfigError as e:
+        msg = str(e)
+        for i, (name, gap) in enumerate((("start", fc.start), ("max", fc.max))):
+            msg = msg.replace(f"sweep.{key}[{i}]:", f"frontier.{name}: {key}={gap}:")
+        raise ConfigError(msg) from None
+    return expand(cfg)
+
+
+def _validate_trials(cfg: ExperimentConfig) -> list[Trial]:
     pts = list(points(cfg))
     for point in pts:
         _check_names(cfg, point)
     _check_options(cfg, pts)
     builder = _Builder()
-    trials = expand(cfg, validate=lambda p: builder.check(cfg, p))
-    return cfg, trials
+    return expand(cfg, validate=lambda p: builder.check(cfg, p))
 
 
 def _validate(raw: dict) -> ExperimentConfig:
@@ -305,38 +342,75 @@ def _blame(cfg: ExperimentConfig, point: Point, msg: str) -> ConfigError:
     """Attribute a trial's ``path: problem`` message: to ``sweep.<key>[i]`` when the path is a
     swept key, to the point's label when the path's section is swept, else to the base config."""
     path, sep, rest = msg.partition(": ")
-    for key in point.values:
-        if sep and (path == key or path.startswith(key + ".") or key.startswith(path + ".")):
-            return ConfigError(f"sweep.{key}[{point.positions[key]}]: {rest}")
+    related = lambda key: path == key or path.startswith(key + ".") or key.startswith(path + ".")  # noqa: E731
+    for key, i in point.positions.items():
+        value = cfg.sweep[key][i]
+        if is_group(key) and isinstance(value, dict):
+            for inner in value:
+                if sep and related(inner):
+                    return ConfigError(f"sweep.{key}[{i}].{inner}: {rest}")
+        elif sep and related(key):
+            return ConfigError(f"sweep.{key}[{i}]: {rest}")
     section = path.split(".")[0]
-    if point.label and any(k.split(".")[0] == section for k in point.values):
+    if point.label and any(k.split(".")[0] == section for k in point.assignment):
         return ConfigError(f"{point.label}: {msg}")
     return ConfigError(msg)
 
 
 def _check_sweep_keys(cfg: ExperimentConfig) -> None:
     for key, values in cfg.sweep.items():
-        path = f"sweep.{key}"
-        parts = key.split(".")
-        if parts[0] not in SWEEPABLE or len(parts) < 2:
-            close = close_match(key, known_paths())
-            hint = f" (did you mean sweep.{close}?)" if close else ""
+        if is_group(key) and values and all(isinstance(v, dict) for v in values):
+            _check_group(key, values)
+            continue
+        _check_sweep_key(key, values, f"sweep.{key}")
+
+
+def _check_group(key: str, values: list) -> None:
+    """A grouped axis: a non-empty list of mappings of dotted keys (plus an optional ``name``)."""
+    if not values:
+        raise ConfigError(f"sweep.{key}: empty list (give at least one value to sweep over)")
+    labels = []
+    for i, value in enumerate(values):
+        where = f"sweep.{key}[{i}]"
+        if not isinstance(value, dict) or not value:
             raise ConfigError(
-                f"{path}: cannot sweep {key!r}; sweep keys are dotted paths under "
-                f"{', '.join(SWEEPABLE)}, e.g. model.cell{hint}"
+                f"{where}: expected a mapping of dotted keys set together, e.g. "
+                f"{{model.cell: rnn, train.learning_rate: 1.0e-3}}, got {value!r}"
             )
-        if not values:
-            raise ConfigError(f"{path}: empty list (give at least one value to sweep over)")
-        section, field = parts[0], parts[1]
-        if section == "task":
-            continue  # task params are free-form; checked against the task's parameters
-        fields = SECTIONS[section].model_fields
-        if field not in fields:
-            close = close_match(field, fields)
-            hint = f" (did you mean sweep.{section}.{close}?)" if close else ""
-            raise ConfigError(f"{path}: unknown key{hint}")
-        if len(parts) > 2 and field != "options":
-            raise ConfigError(f"{path}: {section}.{field} has no sub-keys")
+        for inner, v in value.items():
+            if inner == "name":
+                if not isinstance(v, str) or not v:
+                    raise ConfigError(f"{where}.name: expected a non-empty string, got {v!r}")
+                continue
+            _check_sweep_key(str(inner), [v], f"{where}.{inner}")
+        labels.append(group_label(value))
+    dupes = [v for v in labels if labels.count(v) > 1]
+    if dupes:
+        raise ConfigError(f"sweep.{key}: {dupes[0]!r} is listed twice")
+
+
+def _check_sweep_key(key: str, values: list, path: str) -> None:
+    """One swept dotted key: under a sweepable section, an existing field, a non-empty list."""
+    parts = key.split(".")
+    if parts[0] not in SWEEPABLE or len(parts) < 2:
+        close = close_match(key, known_paths())
+        hint = f" (did you mean sweep.{close}?)" if close else ""
+        raise ConfigError(
+            f"{path}: cannot sweep {key!r}; sweep keys are dotted paths under "
+            f"{', '.join(SWEEPABLE)}, e.g. model.cell{hint}"
+        )
+    if not values:
+        raise ConfigError(f"{path}: empty list (give at least one value to sweep over)")
+    section, field = parts[0], parts[1]
+    if section == "task":
+        return  # task params are free-form; checked against the task's parameters
+    fields = SECTIONS[section].model_fields
+    if field not in fields:
+        close = close_match(field, fields)
+        hint = f" (did you mean sweep.{section}.{close}?)" if close else ""
+        raise ConfigError(f"{path}: unknown key{hint}")
+    if len(parts) > 2 and field != "options":
+        raise ConfigError(f"{path}: {section}.{field} has no sub-keys")
 
 
 def _check_names(cfg: ExperimentConfig, point: Point) -> None:

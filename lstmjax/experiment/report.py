@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lstmjax._io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
+from lstmjax.experiment import frontier
 from lstmjax.experiment.rundir import (
     METRICS_FILE,
     PLOTS_DIR,
@@ -41,7 +42,7 @@ from lstmjax.experiment.rundir import (
     read_summary,
     warn,
 )
-from lstmjax.experiment.sweep import GAP_KEY, expand, format_value
+from lstmjax.experiment.sweep import GAP_KEY, expand, format_value, swept_keys
 
 __all__ = ["write_report", "collect", "results_rows", "headline_table", "RESULT_COLUMNS"]
 
@@ -63,11 +64,12 @@ def write_report(
     "plots": [paths], "damaged": [messages]}``.
     """
     run_dir = Path(run_dir)
-    cfg, trials = collect(run_dir)
+    cfg, trials, found = _collect(run_dir)
     dest = Path(os.path.expanduser(os.fspath(out))) if out is not None else run_dir
     _check_destination(run_dir, dest, out is not None)
     rows = results_rows(trials)
-    swept = [k for k in cfg.sweep if k not in ("model.cell", GAP_KEY)]
+    extra = [cfg.frontier.key] if cfg.frontier else []
+    swept = [k for k in swept_keys(cfg) + extra if k not in ("model.cell", GAP_KEY)]
     columns = RESULT_COLUMNS + swept
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
@@ -75,23 +77,108 @@ def write_report(
     for row in rows:
         writer.writerow({k: _csv(v) for k, v in row.items()})
     try:
-        remove_stale_temporaries(dest, RUN_FILES)
+        remove_stale_temporaries(dest, RUN_FILES + (FRONTIER_FILE,))
         atomic_write_text(dest / RESULTS_FILE, buf.getvalue())
-        plot_paths = _plots(dest, trials, cfg) if plots else _existing_plots(dest)
+        frontier_rows = None
+        if found is not None:
+            frontier_rows = frontier.rows(expand(cfg), found)
+            atomic_write_text(dest / FRONTIER_FILE, _frontier_csv(frontier_rows))
+        plot_paths = (_plots(dest, trials, cfg, frontier_rows) if plots
+                      else _existing_plots(dest))
         table = headline_table(trials)
-        atomic_write_text(dest / REPORT_FILE, _markdown(cfg, trials, table, plot_paths, dest))
+        atomic_write_text(dest / REPORT_FILE,
+                          _markdown(cfg, trials, table, plot_paths, dest, frontier_rows))
     except OSError as e:
         raise RunError(
             f"{dest}: cannot write the report ({e.strerror or e}); "
             "pass --out DIR to write it elsewhere"
         ) from None
-    return {
+    out = {
         "table": table,
+        "finding": finding(cfg, trials, frontier_rows),
         "report": str(dest / REPORT_FILE),
         "results": str(dest / RESULTS_FILE),
         "plots": [str(p) for p in plot_paths],
         "damaged": [t["damaged"] for t in trials if t["damaged"]],
     }
+    if frontier_rows is not None:
+        out["frontier"] = frontier_rows
+        out["frontier_table"] = frontier_table(frontier_rows, cfg)
+        out["frontier_csv"] = str(dest / FRONTIER_FILE)
+    return out
+
+
+FRONTIER_FILE = "frontier.csv"
+FRONTIER_COLUMNS = ["variant", "largest_solved", "smallest_unsolved", "probes", "probed",
+                    "complete"]
+
+
+def _frontier_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=FRONTIER_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv(row[k]) for k in FRONTIER_COLUMNS})
+    return buf.getvalue()
+
+
+def frontier_table(rows: list[dict], cfg) -> str:
+    """Markdown: per variant the largest gap solved and the smallest gap not solved."""
+    fc = cfg.frontier
+    lines = ["| variant | largest gap solved | smallest gap not solved | probes |",
+             "|:--|--:|--:|--:|"]
+    for r in rows:
+        largest = r["largest_solved"] if r["largest_solved"] is not None else f"< {fc.start}"
+        smallest = (r["smallest_unsolved"] if r["smallest_unsolved"] is not None
+                    else f"> {fc.max} (max)")
+        running = "" if r["complete"] else " (search running)"
+        lines.append(f"| {r['variant']} | {largest}{running} | {smallest} | {r['probes']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _largest_solved_in_grid(trials: list[dict]) -> dict[str, tuple]:
+    """Per variant in a grid: (largest gap with at least half of its seeds solved, the smallest
+    larger gap that is not, the gaps tried)."""
+    out = {}
+    for v in dict.fromkeys(t["variant"] for t in trials):
+        done = sorted((t["gap"], t["summary"].solved_fraction) for t in trials
+                      if t["variant"] == v and t["summary"] is not None)
+        solved = [g for g, f in done if f >= 0.5]
+        largest = max(solved) if solved else None
+        above = [g for g, f in done if f < 0.5 and (largest is None or g > largest)]
+        out[v] = (largest, min(above) if above else None, [g for g, _ in done])
+    return out
+
+
+def finding(cfg, trials: list[dict], frontier_rows: list[dict] | None) -> str:
+    """One sentence stating the result, generated from the numbers: which variant bridges the
+    longest gap, and where the others stop."""
+    if frontier_rows is not None:
+        per = {r["variant"]: (r["largest_solved"], r["smallest_unsolved"]) for r in frontier_rows}
+        lo, hi = cfg.frontier.start, cfg.frontier.max
+    else:
+        per = {v: (a, b) for v, (a, b, _) in _largest_solved_in_grid(trials).items()}
+        gaps = [t["gap"] for t in trials if t["summary"] is not None]
+        if not gaps:
+            return "No trial has finished yet."
+        lo, hi = min(gaps), max(gaps)
+
+    def where(v):
+        largest, smallest = per[v]
+        if largest is None:
+            return f"{v} solves no gap (not even {lo})"
+        if smallest is None:
+            return f"{v} solves every gap up to {largest}"
+        return f"{v} solves gaps up to {largest} and fails at {smallest}"
+
+    ranked = sorted(per, key=lambda v: -1 if per[v][0] is None else per[v][0], reverse=True)
+    best = [v for v in ranked if per[v][0] == per[ranked[0]][0]]
+    parts = [where(v) for v in ranked]
+    if per[ranked[0]][0] is None:
+        return f"On {cfg.task.name} no variant solves any gap from {lo} to {hi}."
+    lead = (f"{' and '.join(best)} bridge{'s' if len(best) == 1 else ''} the longest gap"
+            f" ({per[best[0]][0]})")
+    return f"On {cfg.task.name}, {lead}: " + "; ".join(parts) + "."
 
 
 def _check_destination(run_dir: Path, dest: Path, elsewhere: bool) -> None:
@@ -115,31 +202,46 @@ def _check_destination(run_dir: Path, dest: Path, elsewhere: bool) -> None:
 
 
 def collect(run_dir: Path):
-    """(run config, one dict per trial: name, variant, gap, values, cell, task, summary -- a
-    :class:`TrialSummary` or None while unfinished -- and metrics lines)."""
+    """(run config, one dict per trial: name, variant, gap, values, assignment, cell, task,
+    summary -- a :class:`TrialSummary` or None while unfinished --, metrics lines, damaged)."""
+    cfg, trials, _ = _collect(Path(run_dir))
+    return cfg, trials
+
+
+def _collect(run_dir: Path):
     cfg = load_run_config(run_dir)
+    found = None
+    if cfg.frontier is None:
+        entries = [(t, None) for t in expand(cfg)]
+    else:
+        variants = expand(cfg)
+        probes, found = frontier.collect(run_dir, cfg, variants)
+        entries = [(t, damage) for t, _, damage in probes]
     out = []
-    for trial in expand(cfg):
+    for trial, damage in entries:
         tdir = run_dir / trial.name
-        try:
-            summary = read_summary(tdir / SUMMARY_FILE)
-            metrics = read_metrics(tdir / METRICS_FILE)
-            damaged = None
-        except DamagedFile as e:
-            warn(f"{e}; trial {trial.name} is left out of the report")
-            summary, metrics, damaged = None, [], str(e)
+        summary, metrics, damaged = None, [], damage
+        if damaged is None:
+            try:
+                summary = read_summary(tdir / SUMMARY_FILE)
+                metrics = read_metrics(tdir / METRICS_FILE)
+            except DamagedFile as e:
+                summary, metrics, damaged = None, [], str(e)
+        if damaged:
+            warn(f"{damaged}; trial {trial.name} is left out of the report")
         out.append({
             "name": trial.name,
             "variant": trial.variant,
-            "gap": trial.cfg.task.length,
+            "gap": trial.gap,
             "values": trial.values,
+            "assignment": trial.assignment,
             "cell": trial.cfg.model.cell,
             "task": trial.cfg.task.name,
             "summary": summary,
             "metrics": metrics,
             "damaged": damaged,
         })
-    return cfg, out
+    return cfg, out, found
 
 
 def results_rows(trials: list[dict]) -> list[dict]:
@@ -155,7 +257,8 @@ def results_rows(trials: list[dict]) -> list[dict]:
                 "cell": s.cell, "length": s.length, "chance_loss": s.chance_loss,
             }  # fmt: skip
             row.update({k: getattr(seed, k) for k in RESULT_COLUMNS if hasattr(seed, k)})
-            row.update({k: v for k, v in t["values"].items() if k not in ("model.cell", GAP_KEY)})
+            row.update({k: v for k, v in t["assignment"].items()
+                        if k not in ("model.cell", GAP_KEY)})
             rows.append(row)
     return rows
 
@@ -216,12 +319,24 @@ def _trials_table(trials: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _markdown(cfg, trials, table: str, plot_paths: list[Path], run_dir: Path) -> str:
+def _markdown(cfg, trials, table: str, plot_paths: list[Path], run_dir: Path,
+              frontier_rows=None) -> str:
     tc = cfg.train
     finished = sum(t["summary"] is not None for t in trials)
     lr = format_value(tc.learning_rate)
+    top = [f"**Finding.** {finding(cfg, trials, frontier_rows)}\n"]
+    if frontier_rows is not None:
+        fc = cfg.frontier
+        top += [
+            "## Largest gap solved\n",
+            f"Gap frontier on `{fc.key}`: probes from {fc.start} (×{format_value(fc.factor)}, up "
+            f"to {fc.max}), then bisection to {format_value(fc.resolution * 100)}% ; a probe is "
+            f"solved when at least {format_value(fc.min_solved * 100)}% of its seeds are.\n",
+            frontier_table(frontier_rows, cfg),
+        ]
     parts = [
         f"# {cfg.name}\n",
+        *top,
         *([f"{cfg.description}\n"] if cfg.description else []),
         f"Task **{cfg.task.name}**; {len(tc.seeds)} seed(s) per trial; up to {tc.steps} steps of "
         f"{tc.optimizer} (learning rate {lr}, batch {tc.batch_size}); evaluated every "
@@ -266,16 +381,21 @@ def _csv(v: Any) -> Any:
 # ----------------------------------------------------------------------------------------------
 
 
-PLOTS = ("solved_vs_gap.png", "learning_curves.png")
+PLOTS = ("solved_vs_gap.png", "learning_curves.png", "frontier.png")
 
 
-def _plots(run_dir: Path, trials: list[dict], cfg) -> list[Path]:
+def _plots(run_dir: Path, trials: list[dict], cfg, frontier_rows=None) -> list[Path]:
     done = [t for t in trials if t["summary"] is not None]
     if not done:
         return []
-    paths = [run_dir / PLOTS_DIR / name for name in PLOTS]
+    plots = run_dir / PLOTS_DIR
+    remove_stale_temporaries(plots, PLOTS)
+    paths = [plots / name for name in PLOTS[:2]]
     _save(_solved_vs_gap(done, cfg), paths[0])
     _save(_learning_curves(done, cfg), paths[1])
+    if frontier_rows is not None:
+        paths.append(plots / PLOTS[2])
+        _save(_frontier_plot(done, cfg, frontier_rows), paths[-1])
     return paths
 
 
@@ -381,3 +501,30 @@ class _CallableModule(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _CallableModule
+
+
+def _frontier_plot(trials: list[dict], cfg, rows: list[dict]):
+    """Solved fraction vs gap per variant (log x), each variant's frontier marked."""
+    fig = _figure(6.8, 4.4)
+    ax = fig.add_subplot()
+    markers = "osD^vP*Xh<>"
+    for i, r in enumerate(rows):
+        pts = sorted((t["gap"], t["summary"].solved_fraction) for t in trials
+                     if t["variant"] == r["variant"])
+        if not pts:
+            continue
+        color = f"C{i % 10}"
+        offset = 0.012 * (i - (len(rows) - 1) / 2)
+        ax.plot([g for g, _ in pts], [f + offset for _, f in pts], marker=markers[i % 11],
+                color=color, label=r["variant"], alpha=0.9)
+        if r["largest_solved"] is not None:
+            ax.axvline(r["largest_solved"], color=color, ls="--", lw=1, alpha=0.7)
+    ax.axhline(cfg.frontier.min_solved, color="gray", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_ylim(-0.07, 1.07)
+    ax.set_xlabel(f"gap ({cfg.frontier.key}), log scale; dashed: largest gap solved")
+    ax.set_ylabel("fraction of seeds solved")
+    ax.set_title(f"{cfg.name}: gap frontier ({cfg.task.name})")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(title="variant", fontsize="small")
+    return fig

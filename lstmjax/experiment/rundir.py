@@ -44,7 +44,8 @@ __all__ = [
     "CONFIG_FILE", "METRICS_FILE", "SUMMARY_FILE", "CHECKPOINT_DIR", "CHECKSUM_FILE",
     "RESULTS_FILE", "REPORT_FILE", "PLOTS_DIR", "LOCK_FILE", "RUN_FILES", "TRIAL_FILES",
     "RunError", "DamagedFile", "Checkpointer", "RunLock", "run_dir_for", "read_yaml",
-    "write_config", "check_same_config", "check_no_links", "plan_run", "read_metrics",
+    "write_config", "check_same_config", "check_no_links", "plan_run", "plan_trials",
+    "read_metrics",
     "write_metrics", "read_summary", "read_finished", "write_summary", "load_run_config", "warn",
 ]  # fmt: skip
 
@@ -195,10 +196,22 @@ def plan_run(run_dir: Path, cfg: ExperimentConfig, trials, resume: bool) -> dict
         raise RunError(f"{run_dir}: not a run directory (no {CONFIG_FILE}); nothing was changed")
     check_no_links(run_dir)
     check_same_config(read_yaml(config_path), to_dict(cfg), config_path)
+    plan.update(plan_trials(run_dir, trials))
+    return plan
+
+
+def plan_trials(run_dir: Path, trials) -> dict[str, str]:
+    """Per trial of a resumed run: ``"new"`` (no directory), ``"restart"`` (no or damaged
+    config), ``"resume"`` or ``"finished"``; raises if a trial's stored config differs."""
+    plan = {}
     for trial in trials:
         tdir = run_dir / trial.name
-        if not tdir.exists():
+        plan[trial.name] = "new"
+        if not tdir.exists() and not tdir.is_symlink():
             continue
+        if tdir.is_symlink():
+            raise RunError(f"{tdir}: is a symbolic link inside the run directory; lstmjax does "
+                           "not write through links (replace it by the directory itself)")
         if not tdir.is_dir():
             raise RunError(f"{tdir}: exists and is not a directory; nothing was changed")
         tconfig = tdir / CONFIG_FILE

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from lstmjax._io import atomic_write_text, remove_stale_temporaries
+from lstmjax.experiment import frontier
 from lstmjax.experiment.config import to_dict
 from lstmjax.experiment.progress import Reporter, make_reporter
 from lstmjax.experiment.rundir import (
@@ -35,6 +36,7 @@ from lstmjax.experiment.rundir import (
     RunLock,
     check_same_config,
     plan_run,
+    plan_trials,
     prepare,
     read_finished,
     read_metrics,
@@ -76,11 +78,12 @@ def run_trials(
     from lstmjax.experiment.resources import check_fits
 
     run_dir = run_dir_for(cfg, out_dir)
-    trials = expand(cfg)
+    trials = expand(cfg)  # with a frontier: the variants (the gap is searched)
     check_dtypes(trials)
-    check_fits(trials)
+    check_fits(trials if cfg.frontier is None else
+               [frontier.probe(cfg, v, cfg.frontier.start, 0) for v in trials])
     RunLock(run_dir, force=force_unlock).check()
-    plan = plan_run(run_dir, cfg, trials, resume)
+    plan = plan_run(run_dir, cfg, trials if cfg.frontier is None else [], resume)
     if not isinstance(progress, Reporter):
         progress = make_reporter(progress or cfg.output.progress)
     reporter = progress
@@ -88,39 +91,79 @@ def run_trials(
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunError(f"{run_dir}: cannot create the run directory ({e.strerror or e})") from None
+    t0 = time.monotonic()
+    result: dict[str, Any] = {"name": cfg.name, "run_dir": str(run_dir)}
     with RunLock(run_dir, force=force_unlock):
         prepare(run_dir, to_dict(cfg))
-        t0 = time.monotonic()
-        todo = [t for t in trials if plan[t.name] != "finished"]
-        summaries, cache, futures = [], {}, {}
-        # Compile the next trial's program in a thread while the current one trains (XLA
-        # releases the GIL while compiling, and one small model leaves a core idle).
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lstmjax-compile")
-
-        def prefetch(i: int) -> None:
-            if i < len(todo):
-                futures[todo[i].name] = pool.submit(compile_trial, todo[i], cache)
-
         try:
-            prefetch(0)
-            for trial in trials:
-                future = futures.pop(trial.name, None)
-                if future is not None:
-                    prefetch(todo.index(trial) + 1)
-                summaries.append(run_trial(
-                    trial, run_dir / trial.name, resume=plan[trial.name] != "new",
-                    reporter=reporter, count=len(trials),
-                    compiled=future.result() if future else None,
-                ))
+            if cfg.frontier is None:
+                summaries = _train(trials, plan, run_dir, reporter, len(trials))
+            else:
+                summaries, found = _search_frontier(cfg, trials, run_dir, reporter, resume)
+                result["frontier"] = frontier.rows(trials, found)
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
             reporter.close()
-    return {
-        "name": cfg.name,
-        "run_dir": str(run_dir),
-        "wall_time_s": time.monotonic() - t0,
-        "trials": [s.to_json() for s in summaries],
-    }
+    result["wall_time_s"] = time.monotonic() - t0
+    result["trials"] = [s.to_json() for s in summaries]
+    return result
+
+
+def _train(trials: list[Trial], plan: dict[str, str], run_dir: Path, reporter: Reporter,
+           count: int) -> list[TrialSummary]:
+    """Train ``trials`` one after another (each trial's seeds in one program), compiling the
+    next trial's program in a thread while the current one trains (XLA releases the GIL while
+    compiling, and one small model leaves a core idle)."""
+    todo = [t for t in trials if plan[t.name] != "finished"]
+    summaries, cache, futures = [], {}, {}
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lstmjax-compile")
+
+    def prefetch(i: int) -> None:
+        if i < len(todo):
+            futures[todo[i].name] = pool.submit(compile_trial, todo[i], cache)
+
+    try:
+        prefetch(0)
+        for trial in trials:
+            future = futures.pop(trial.name, None)
+            if future is not None:
+                prefetch(todo.index(trial) + 1)
+            summaries.append(run_trial(
+                trial, run_dir / trial.name, resume=plan[trial.name] != "new",
+                reporter=reporter, count=count,
+                compiled=future.result() if future else None,
+            ))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return summaries
+
+
+def _search_frontier(cfg: ExperimentConfig, variants: list[Trial], run_dir: Path,
+                     reporter: Reporter, resume: bool):
+    """Rounds of probes, one per unfinished variant, until every variant's search is done
+    (:func:`lstmjax.experiment.frontier.plan`); returns (summaries, frontier per variant)."""
+    from lstmjax.experiment.resources import check_fits
+
+    known: dict[str, dict[int, float]] = {v.name: {} for v in variants}
+    found: dict[str, frontier.FrontierResult] = {}
+    summaries: list[TrialSummary] = []
+    index = 0
+    while True:
+        batch = []
+        for v in variants:
+            gap, found[v.name] = frontier.plan(cfg.frontier, known[v.name])
+            if gap is not None:
+                batch.append((v, frontier.probe(cfg, v, gap, index)))
+                index += 1
+        if not batch:
+            return summaries, found
+        probes = [t for _, t in batch]
+        check_fits(probes)
+        states = plan_trials(run_dir, probes) if resume else {t.name: "new" for t in probes}
+        for (v, trial), summary in zip(
+            batch, _train(probes, states, run_dir, reporter, index), strict=True
+        ):
+            known[v.name][int(trial.gap)] = summary.solved_fraction
+            summaries.append(summary)
 
 
 def _missing_evaluations(lines: list[dict], step: int, every: int) -> int:

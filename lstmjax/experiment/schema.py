@@ -37,7 +37,14 @@ Defaults shown; only ``task.name`` is required::
       blowup_factor: 100       # a seed whose final loss exceeds 100 x chance "blew up" (null: off)
       vmap_seeds: true         # seeds via jax.vmap (false: lax.map, one after another)
       seeds: 1                 # a count (seeds 0..n-1) or a list of seeds
-    sweep: {}                  # dotted key -> list of values; the cartesian product
+    sweep: {}                  # dotted key -> list of values; the cartesian product. A key
+                               # without a dot is a grouped axis: each value is a mapping of
+                               # dotted keys set together (and an optional `name`), e.g.
+                               # {variant: [{name: slow-rnn, model.cell: rnn,
+                               #             train.learning_rate: 1.0e-3}, ...]}
+    frontier: null             # {key: task.length, start: 5, max: 2000, factor: 2,
+                               #  resolution: 0.1, min_solved: 0.5}: search the largest solved
+                               # gap per variant (lstmjax.experiment.frontier)
     output:
       dir: runs
       checkpoint_every: 500    # steps (at the next chunk boundary)
@@ -54,6 +61,7 @@ from __future__ import annotations
 
 import math
 import re
+import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -64,6 +72,7 @@ __all__ = [
     "ModelConfig",
     "TrainConfig",
     "OutputConfig",
+    "FrontierConfig",
     "SECTIONS",
     "SWEEPABLE",
     "fields_at",
@@ -224,6 +233,23 @@ class OutputConfig(_Section):
     progress: Literal["auto", "rich", "plain", "none"] = "auto"
 
 
+class FrontierConfig(_Section):
+    """Search per variant for the largest value of ``key`` (the gap) that is solved."""
+
+    key: str = "task.length"
+    start: int = Field(5, ge=1, le=MAX_LENGTH)
+    max: int = Field(2000, ge=1, le=MAX_LENGTH)
+    factor: float = Field(2.0, gt=1.0, le=100.0)
+    resolution: float = Field(0.1, gt=0.0, le=10.0)
+    min_solved: float = Field(0.5, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _start_below_max(self):
+        if self.start >= self.max:
+            raise ValueError(f"start: {self.start} must be smaller than frontier.max ({self.max})")
+        return self
+
+
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 SWEEPABLE = ("task", "model", "train")
 SECTIONS = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig, "output": OutputConfig}
@@ -238,6 +264,7 @@ class ExperimentConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    frontier: FrontierConfig | None = None
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     @field_validator("name")
@@ -273,6 +300,8 @@ def fields_at(loc: tuple) -> list[str]:
         if field is None:
             return []
         model = field.annotation
+        # `X | None`: the model inside
+        model = next((a for a in typing.get_args(model) if hasattr(a, "model_fields")), model)
     return list(model.model_fields) if hasattr(model, "model_fields") else []
 
 

@@ -27,7 +27,9 @@ from typing import Any
 
 from lstmjax.experiment.schema import ExperimentConfig
 
-__all__ = ["Trial", "Point", "expand", "points", "trial_name", "format_value", "GAP_KEY"]
+__all__ = [
+    "Trial", "Point", "expand", "points", "trial_name", "format_value", "swept_keys", "GAP_KEY",
+]  # fmt: skip
 
 GAP_KEY = "task.length"
 MAX_TRIAL_NAME = 120
@@ -35,29 +37,71 @@ MAX_TRIAL_NAME = 120
 
 @dataclasses.dataclass(frozen=True)
 class Trial:
-    """One point of a sweep: its name, its values for the swept keys, its full config."""
+    """One point of a sweep: its name, its values for the swept keys (a grouped axis's value is
+    its ``name``, or its mapping), its full config, and ``assignment``: every dotted key the
+    sweep set (grouped axes flattened). ``gap_key`` is the key plotted as the gap."""
 
     index: int
     name: str
     values: dict[str, Any]
     cfg: ExperimentConfig
+    assignment: dict[str, Any] = dataclasses.field(default_factory=dict)
+    gap_key: str = GAP_KEY
 
     @property
     def variant(self) -> str:
         """Label of the swept values other than the gap (``task.length``)."""
-        return variant_label({k: v for k, v in self.values.items() if k != GAP_KEY}, self.cfg)
+        gap_keys = {self.gap_key, GAP_KEY}
+        return variant_label({k: v for k, v in self.values.items() if k not in gap_keys},
+                             self.cfg)
+
+    @property
+    def gap(self) -> Any:
+        """The value of ``gap_key`` in this trial's config."""
+        node: Any = self.cfg.model_dump()
+        for part in self.gap_key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None and self.gap_key.startswith("task."):
+            node = self.cfg.task.params.get(self.gap_key.split(".", 1)[1])
+        return node
+
+
+def is_group(key: str) -> bool:
+    """A sweep key without a dot is a grouped axis (its values set several keys together)."""
+    return "." not in key
+
+
+def group_label(value: Any) -> Any:
+    """What names a grouped axis's value: its ``name``, else the mapping itself."""
+    if isinstance(value, dict) and "name" in value:
+        return value["name"]
+    return value
+
+
+def swept_keys(cfg: ExperimentConfig) -> list[str]:
+    """Every dotted key the sweep sets, grouped axes flattened, in sweep order."""
+    keys: dict[str, None] = {}
+    for key, values in cfg.sweep.items():
+        if is_group(key):
+            for value in values:
+                keys.update({k: None for k in (value if isinstance(value, dict) else {})
+                             if k != "name"})
+        else:
+            keys[key] = None
+    return list(keys)
 
 
 @dataclasses.dataclass(frozen=True)
 class Point:
     """A point of the sweep before validation: ``values`` of the swept keys, ``positions``
-    (index of each value in its sweep list) and ``raw``, the trial's plain dict (no sweep,
-    options not yet filtered)."""
+    (index of each value in its sweep list), ``assignment`` (the dotted keys it sets) and
+    ``raw``, the trial's plain dict (no sweep, options not yet filtered)."""
 
     index: int
     values: dict[str, Any]
     positions: dict[str, int]
     raw: dict
+    assignment: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def label(self) -> str | None:
@@ -75,8 +119,17 @@ def points(cfg: ExperimentConfig) -> Iterator[Point]:
     ranges = [range(len(cfg.sweep[k])) for k in keys]
     for index, combo in enumerate(itertools.product(*ranges)):
         positions = dict(zip(keys, combo, strict=True))
-        values = {k: cfg.sweep[k][i] for k, i in positions.items()}
-        yield Point(index, values, positions, with_values(base, values))
+        values, assignment = {}, {}
+        for k, i in positions.items():
+            value = cfg.sweep[k][i]
+            if is_group(k):
+                values[k] = group_label(value)
+                if isinstance(value, dict):
+                    assignment.update({dk: dv for dk, dv in value.items() if dk != "name"})
+            else:
+                values[k] = value
+                assignment[k] = value
+        yield Point(index, values, positions, with_values(base, assignment), assignment)
 
 
 def expand(
@@ -102,7 +155,7 @@ def expand(
         if name in seen:  # two values that print alike, e.g. 0.1 and "0.1"
             name = f"{name}__{point.index}"
         seen.add(name)
-        trials.append(Trial(point.index, name, point.values, trial_cfg))
+        trials.append(Trial(point.index, name, point.values, trial_cfg, point.assignment))
     return trials
 
 

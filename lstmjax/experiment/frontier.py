@@ -1,0 +1,134 @@
+"""The gap frontier: per variant, the largest gap it solves, found by search instead of a grid.
+
+    frontier: {key: task.length, start: 5, max: 2000, factor: 2, resolution: 0.1, min_solved: 0.5}
+    sweep:    {model.cell: [rnn, lstm, gru]}      # the variants; any other sweep axes allowed
+
+Per variant the search probes gaps ``start, start·factor, …`` (rounded up, at most ``max``)
+until a probe is *unsolved* -- fewer than ``min_solved`` of its seeds solved -- or ``max`` is
+solved; then it bisects (geometrically) between the last solved and the first unsolved gap until
+``(hi - lo) / lo <= resolution`` (or they are adjacent integers). Each probe is an ordinary trial
+(seeds vmapped, checkpointed, resumable). :func:`plan` is a pure function of the outcomes known
+so far, so a resumed run re-uses finished probes and makes the same decisions.
+
+Assumes that solving is monotone in the gap (what is solved at a gap is solved at shorter ones);
+where it is not, the search reports one transition it found, and the probes show the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+
+__all__ = ["FrontierResult", "plan", "search"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontierResult:
+    """A variant's frontier: ``largest_solved`` (None when not even ``start`` is solved),
+    ``smallest_unsolved`` (None when ``max`` is solved), the ``probes`` in the order the search
+    made them, and whether the search is ``complete``."""
+
+    largest_solved: int | None
+    smallest_unsolved: int | None
+    probes: tuple[int, ...]
+    complete: bool = True
+
+
+def plan(fc, known: Mapping[int, float]) -> tuple[int | None, FrontierResult]:
+    """``(next gap to probe or None, the frontier as far as known)`` for frontier settings ``fc``
+    (``start, max, factor, resolution, min_solved``) and ``known``: gap -> solved fraction."""
+    probes: list[int] = []
+    solved = lambda g: known[g] >= fc.min_solved - 1e-12  # noqa: E731
+    gap, last_solved = fc.start, None
+    while True:
+        if gap not in known:
+            return gap, FrontierResult(last_solved, None, tuple(probes), complete=False)
+        probes.append(gap)
+        if not solved(gap):
+            break
+        last_solved = gap
+        if gap >= fc.max:
+            return None, FrontierResult(gap, None, tuple(probes))
+        gap = min(max(gap + 1, math.ceil(gap * fc.factor)), fc.max)
+    if last_solved is None:
+        return None, FrontierResult(None, gap, tuple(probes))
+    lo, hi = last_solved, gap
+    while hi - lo > 1 and (hi - lo) / lo > fc.resolution:
+        mid = min(max(round(math.sqrt(lo * hi)), lo + 1), hi - 1)
+        if mid not in known:
+            return mid, FrontierResult(lo, hi, tuple(probes), complete=False)
+        probes.append(mid)
+        if solved(mid):
+            lo = mid
+        else:
+            hi = mid
+    return None, FrontierResult(lo, hi, tuple(probes))
+
+
+def search(fc, outcome) -> FrontierResult:
+    """Run the whole search with ``outcome(gap) -> solved fraction`` (e.g. a fake trial)."""
+    known: dict[int, float] = {}
+    while True:
+        gap, result = plan(fc, known)
+        if gap is None:
+            return result
+        known[gap] = outcome(gap)
+
+
+# ---- probes as trials ----------------------------------------------------------------------------
+
+
+def probe(cfg, variant, gap: int, index: int):
+    """The trial of ``variant`` (a trial of the sweep without the frontier key) at ``gap``."""
+    from lstmjax.experiment.schema import ExperimentConfig
+    from lstmjax.experiment.sweep import Trial, _short_keys, trial_name, with_values
+
+    key = cfg.frontier.key
+    raw = with_values(variant.cfg.model_dump(mode="json"), {key: gap})
+    values = {**variant.values, key: gap}
+    name = trial_name(values, _short_keys([*cfg.sweep, key]))
+    return Trial(index, name, values, ExperimentConfig.model_validate(raw),
+                 {**variant.assignment, key: gap}, gap_key=key)
+
+
+def collect(run_dir, cfg, variants) -> tuple[list, dict[str, FrontierResult]]:
+    """Replay the search over the finished probes in ``run_dir``: ``(probe trials with their
+    summaries -- (trial, summary or None, damage message or None) --, frontier per variant)``.
+    A probe the search asks for that has not finished ends that variant's replay."""
+    from lstmjax.experiment.rundir import DamagedFile, read_finished
+
+    probes, results, index = [], {}, 0
+    for variant in variants:
+        known: dict[int, float] = {}
+        while True:
+            gap, result = plan(cfg.frontier, known)
+            results[variant.name] = result
+            if gap is None:
+                break
+            trial = probe(cfg, variant, gap, index)
+            index += 1
+            try:
+                summary, damage = read_finished(run_dir / trial.name), None
+            except DamagedFile as e:
+                summary, damage = None, str(e)
+            probes.append((trial, summary, damage))
+            if summary is None:
+                break
+            known[gap] = summary.solved_fraction
+    return probes, results
+
+
+def rows(variants, results: dict[str, FrontierResult]) -> list[dict]:
+    """``frontier.csv`` rows: variant, largest_solved, smallest_unsolved, probes, complete."""
+    return [
+        {
+            "variant": v.variant,
+            "largest_solved": results[v.name].largest_solved,
+            "smallest_unsolved": results[v.name].smallest_unsolved,
+            "probes": len(results[v.name].probes),
+            "probed": " ".join(str(g) for g in sorted(results[v.name].probes)),
+            "complete": results[v.name].complete,
+        }
+        for v in variants
+    ]
