@@ -521,6 +521,13 @@ def _frontier_plot(trials: list[dict], cfg, rows: list[dict]):
             ax.axvline(r["largest_solved"], color=color, ls="--", lw=1, alpha=0.7)
     ax.axhline(cfg.frontier.min_solved, color="gray", ls=":", lw=1)
     ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    gaps = sorted({t["gap"] for t in trials})
+    if len(gaps) <= 12:
+        ax.set_xticks(gaps, [str(g) for g in gaps])
     ax.set_ylim(-0.07, 1.07)
     ax.set_xlabel(f"gap ({cfg.frontier.key}), log scale; dashed: largest gap solved")
     ax.set_ylabel("fraction of seeds solved")
