@@ -29,6 +29,12 @@ class Reporter:
         pass
 
 
+def position_label(index: int, count: int) -> str:
+    """``[3/20]``; ``[probe 3]`` when the count is not known in advance (``count=0``: a gap
+    frontier decides its probes as it goes)."""
+    return f"[{index + 1}/{count}]" if count else f"[probe {index + 1}]"
+
+
 class PlainReporter(Reporter):
     """One line when a trial starts, every ``every_s`` seconds, and when it ends."""
 
@@ -45,7 +51,7 @@ class PlainReporter(Reporter):
         print(text, file=self.stream, flush=True)
 
     def start_trial(self, index, count, name, total, seeds):
-        self._label = f"[{index + 1}/{count}] {name}"
+        self._label = f"{position_label(index, count)} {name}"
         self._total, self._seeds = total, seeds
         self._t0 = self._last = time.monotonic()
         self._print(f"{self._label}: {seeds} seeds x {total} steps")
@@ -105,7 +111,7 @@ class RichReporter(Reporter):
     def start_trial(self, index, count, name, total, seeds):
         self._seeds = seeds
         self._task = self._progress.add_task(
-            f"[{index + 1}/{count}] {name}", total=total, loss="-", solved=f"0/{seeds}"
+            f"{position_label(index, count)} {name}", total=total, loss="-", solved=f"0/{seeds}"
         )
 
     def _fields(self, loss, solved, diverged):

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from lstmjax._io import atomic_write_text, remove_stale_temporaries
 from lstmjax.experiment import frontier
 from lstmjax.experiment.config import to_dict
-from lstmjax.experiment.progress import Reporter, make_reporter
+from lstmjax.experiment.progress import Reporter, make_reporter, position_label
 from lstmjax.experiment.rundir import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -160,7 +160,7 @@ def _search_frontier(cfg: ExperimentConfig, variants: list[Trial], run_dir: Path
         check_fits(probes)
         states = plan_trials(run_dir, probes) if resume else {t.name: "new" for t in probes}
         for (v, trial), summary in zip(
-            batch, _train(probes, states, run_dir, reporter, index), strict=True
+            batch, _train(probes, states, run_dir, reporter, 0), strict=True
         ):
             known[v.name][int(trial.gap)] = summary.solved_fraction
             summaries.append(summary)
@@ -231,7 +231,7 @@ def run_trial(
         try:
             summary = read_finished(trial_dir)
             reporter.message(
-                f"[{trial.index + 1}/{count}] {trial.name}: finished earlier, skipped"
+                f"{position_label(trial.index, count)} {trial.name}: finished earlier, skipped"
             )
             return summary
         except DamagedFile:
