@@ -3,6 +3,7 @@
     lstmjax run CONFIG [--set key=value ...] [--out DIR] [--resume] [--force-unlock]
                        [--progress MODE]
     lstmjax report RUN_DIR [--out DIR] [--no-plots]
+    lstmjax diagnose RUN_DIR
     lstmjax list cells|tasks
     lstmjax bench [--quick]
 
@@ -47,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR",
                    help="write the report here instead of into RUN_DIR (e.g. a read-only run)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+
+    p = sub.add_parser("diagnose", help="gradient flow and gate statistics of a finished run, "
+                       "from its checkpoints, then the report with their plots")
+    p.add_argument("run_dir", metavar="RUN_DIR")
 
     p = sub.add_parser("list", help="list the registered cells or tasks")
     p.add_argument("what", choices=["cells", "tasks"])
@@ -131,6 +136,23 @@ def _report(args) -> int:
     return 0
 
 
+def _diagnose(args) -> int:
+    from lstmjax import experiment
+    from lstmjax.experiment.diagnose import diagnose_run
+
+    if not os.path.isdir(args.run_dir):
+        print(f"error: {args.run_dir}: no such run directory", file=sys.stderr)
+        return 2
+    done = diagnose_run(args.run_dir)
+    for message in done["skipped"]:
+        print(f"warning: skipped {message}", file=sys.stderr)
+    rep = experiment.write_report(args.run_dir)
+    print(f"diagnosed {len(done['trials'])} trial(s); report: {rep['report']}")
+    for path in rep["plots"]:
+        print(f"plot: {path}")
+    return 0
+
+
 def _list(args) -> int:
     import lstmjax as lj
 
@@ -171,4 +193,5 @@ def _bench(args) -> int:
     return int(rc or 0)
 
 
-_COMMANDS = {"run": _run, "report": _report, "list": _list, "bench": _bench}
+_COMMANDS = {"run": _run, "report": _report, "diagnose": _diagnose, "list": _list,
+             "bench": _bench}

@@ -7,6 +7,7 @@
       <trial>/metrics.jsonl    one line per (evaluation, active seed)
       <trial>/checkpoints/     orbax checkpoints of the vmapped train state, by step
       <trial>/checksums.json   SHA-256 of every file of every checkpoint, by step
+      <trial>/diagnostics.jsonl  gradient flow and gate statistics (with `diagnostics:`)
       <trial>/summary.json     the trial's TrialSummary; its presence marks the trial finished
       results.csv, report.md, plots/   written by lstmjax.experiment.report
 
@@ -41,7 +42,8 @@ from lstmjax.experiment.schema import ExperimentConfig
 from lstmjax.experiment.summary import SummaryError, TrialSummary
 
 __all__ = [
-    "CONFIG_FILE", "METRICS_FILE", "SUMMARY_FILE", "CHECKPOINT_DIR", "CHECKSUM_FILE",
+    "CONFIG_FILE", "METRICS_FILE", "DIAGNOSTICS_FILE", "SUMMARY_FILE", "CHECKPOINT_DIR",
+    "CHECKSUM_FILE",
     "RESULTS_FILE", "REPORT_FILE", "PLOTS_DIR", "LOCK_FILE", "RUN_FILES", "TRIAL_FILES",
     "RunError", "DamagedFile", "Checkpointer", "RunLock", "run_dir_for", "read_yaml",
     "write_config", "check_same_config", "check_no_links", "plan_run", "plan_trials",
@@ -54,12 +56,13 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
 CHECKSUM_FILE = "checksums.json"
+DIAGNOSTICS_FILE = "diagnostics.jsonl"
 RESULTS_FILE = "results.csv"
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
 LOCK_FILE = ".lstmjax.lock"
 RUN_FILES = (CONFIG_FILE, RESULTS_FILE, REPORT_FILE)  # atomically written at the top level
-TRIAL_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKSUM_FILE)
+TRIAL_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKSUM_FILE, DIAGNOSTICS_FILE)
 
 
 class RunError(ConfigError):

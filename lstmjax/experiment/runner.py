@@ -23,10 +23,12 @@ from typing import Any, NamedTuple
 from lstmjax._io import atomic_write_text, remove_stale_temporaries
 from lstmjax.experiment import frontier
 from lstmjax.experiment.config import to_dict
+from lstmjax.experiment.diagnose import Diagnoser, read_diagnostics, write_diagnostics
 from lstmjax.experiment.progress import Reporter, make_reporter, position_label
 from lstmjax.experiment.rundir import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
+    DIAGNOSTICS_FILE,
     METRICS_FILE,
     SUMMARY_FILE,
     TRIAL_FILES,
@@ -273,6 +275,14 @@ def run_trial(
         checkpoints.clear()
         write_config(config_path, to_dict(cfg))
         atomic_write_text(trial_dir / METRICS_FILE, "")
+    diag = Diagnoser(trainer, cfg) if cfg.diagnostics is not None else None
+    diag_lines: list[dict] = []
+    if diag is not None:
+        if restored is not None:
+            diag_lines = [d for d in read_diagnostics(trial_dir / DIAGNOSTICS_FILE)
+                          if d["step"] <= restored]
+        if not diag_lines:  # at initialisation (or rebuilt: every seed starts the same way)
+            diag_lines = diag.lines(compiled.init(*_init_args(cfg)), 0)
 
     step = int(state.step[0])
     total = tc.steps
@@ -294,8 +304,12 @@ def run_trial(
         status = _status(lines, seeds, state)
         reporter.update(step, *status)
         done = step >= total or _all_frozen(state, tc.early_stop)
+        if diag is not None and (done or diag.due(step - tc.eval_every, step)):
+            diag_lines += diag.lines(state, step)
         if done or step - last_saved >= cfg.output.checkpoint_every:
             write_metrics(trial_dir / METRICS_FILE, lines)
+            if diag is not None:
+                write_diagnostics(trial_dir / DIAGNOSTICS_FILE, diag_lines)
             checkpoints.save(step, state)
             last_saved = step
     loop_s = time.monotonic() - t_loop
@@ -314,6 +328,8 @@ def run_trial(
         resumed_from_step=restored,
     )
     write_metrics(trial_dir / METRICS_FILE, lines)
+    if diag is not None:
+        write_diagnostics(trial_dir / DIAGNOSTICS_FILE, diag_lines)
     write_summary(summary_path, summary)
     note = "" if restored is None else f" (resumed from step {restored})"
     reporter.end_trial(step, *_status(lines, seeds, state), note)

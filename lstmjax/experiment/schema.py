@@ -14,6 +14,9 @@ Defaults shown; only ``task.name`` is required::
       recurrent_dropout: 0.0   # variational, on h_{t-1}
       proj_size: 0
       residual: false
+      zoneout: 0.0             # a rate, or [z_c, z_h] for LSTM-type cells (Krueger et al. 2017)
+      weight_drop: 0.0         # DropConnect on W_h, one mask per batch (Merity et al. 2017)
+      learn_initial_carry: false
       options: {}              # cell options; each reaches the cells of the sweep that take it
     train:
       optimizer: adam          # adam | adamw | sgd | rmsprop
@@ -45,6 +48,8 @@ Defaults shown; only ``task.name`` is required::
     frontier: null             # {key: task.length, start: 5, max: 2000, factor: 2,
                                #  resolution: 0.1, min_solved: 0.5}: search the largest solved
                                # gap per variant (lstmjax.experiment.frontier)
+    diagnostics: null          # {every: 500, batch_size: 32, num_probes: 8}: gradient flow and
+                               # gate statistics at step 0 and every N steps (diagnostics.jsonl)
     output:
       dir: runs
       checkpoint_every: 500    # steps (at the next chunk boundary)
@@ -73,6 +78,7 @@ __all__ = [
     "TrainConfig",
     "OutputConfig",
     "FrontierConfig",
+    "DiagnosticsConfig",
     "SECTIONS",
     "SWEEPABLE",
     "fields_at",
@@ -113,6 +119,14 @@ def _seeds(value: Any) -> Any:
             raise ValueError(f"seeds must be distinct, got {list(value)}")
         return tuple(value)
     raise ValueError(f"expected a seed count >= 1 or a list of integer seeds, got {value!r}")
+
+
+_Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+def _pair(value: Any) -> Any:
+    """A YAML list (``zoneout: [0.5, 0.05]``) as the tuple the model takes."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 class _Section(BaseModel):
@@ -163,6 +177,10 @@ class ModelConfig(_Section):
     recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     proj_size: int = Field(0, ge=0)
     residual: bool = False
+    # lj.RNN layer options: zoneout a rate or [z_c, z_h] (LSTM-type cells); DropConnect on W_h
+    zoneout: Annotated[_Rate | tuple[_Rate, _Rate], BeforeValidator(_pair)] = 0.0
+    weight_drop: float = Field(0.0, ge=0.0, lt=1.0)
+    learn_initial_carry: bool = False
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("options")
@@ -250,6 +268,14 @@ class FrontierConfig(_Section):
         return self
 
 
+class DiagnosticsConfig(_Section):
+    """Gradient flow and gate statistics during training (lstmjax.experiment.diagnose)."""
+
+    every: int = Field(500, ge=1, le=MAX_STEPS)  # steps (at the next chunk boundary), and at 0
+    batch_size: int = Field(32, ge=1, le=4096)  # fixed sequences the diagnostics look at
+    num_probes: int = Field(8, ge=1, le=256)  # random probe vectors of the gradient flow
+
+
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 SWEEPABLE = ("task", "model", "train")
 SECTIONS = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig, "output": OutputConfig}
@@ -265,6 +291,7 @@ class ExperimentConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     frontier: FrontierConfig | None = None
+    diagnostics: DiagnosticsConfig | None = None
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     @field_validator("name")

@@ -1,0 +1,147 @@
+"""Diagnostics in experiments: gradient flow and gate statistics of a trial's trained cells,
+at initialisation and every ``diagnostics.every`` steps, written to ``<trial>/diagnostics.jsonl``
+(one line per evaluation step and seed), and post hoc from the checkpoints of a finished run
+(``lstmjax diagnose RUN_DIR``).
+
+What is measured (:mod:`lstmjax.diagnostics`): the first layer's cell (forward direction) on a
+fixed batch of the trial's task -- ``diagnostics.batch_size`` sequences drawn from
+``fold_in(PRNGKey(seed), 3)`` -- so every evaluation of a seed sees the same sequences:
+``gradient_flow`` (log10 gain of ∂h_T/∂h_{T-k} against the lag k) and ``gate_stats`` (gate
+means, saturation, the keep gate's memory time-scale τ).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from lstmjax._io import atomic_write_text
+from lstmjax.experiment.rundir import (
+    CHECKPOINT_DIR,
+    DIAGNOSTICS_FILE,
+    Checkpointer,
+    DamagedFile,
+    load_run_config,
+    read_finished,
+    warn,
+)
+
+__all__ = ["DIAGNOSTICS_FILE", "Diagnoser", "read_diagnostics", "write_diagnostics",
+           "diagnose_run"]
+
+
+class Diagnoser:
+    """Computes a trial's diagnostics lines from a (vmapped over seeds) train state."""
+
+    def __init__(self, trainer, cfg):
+        import jax
+
+        dc = cfg.diagnostics
+        self.every = dc.every if dc is not None else None
+        self.num_probes = dc.num_probes if dc is not None else 8
+        batch_size = dc.batch_size if dc is not None else 32
+        self.cell = trainer.model.net.cells[0]
+        self.seeds = list(cfg.train.seeds)
+        task = trainer.task
+        self.batches = [
+            task.sample(jax.random.fold_in(jax.random.PRNGKey(s), 3), batch_size)
+            for s in self.seeds
+        ]
+
+    def due(self, before: int, after: int) -> bool:
+        """Whether a diagnostics step lies in ``(before, after]`` (always at step 0)."""
+        if self.every is None:
+            return False
+        return after == 0 or after // self.every > before // self.every
+
+    def lines(self, state, step: int) -> list[dict]:
+        import jax
+
+        from lstmjax import diagnostics
+
+        out = []
+        for i, (seed, batch) in enumerate(zip(self.seeds, self.batches, strict=True)):
+            params = jax.tree.map(lambda x, i=i: x[i], state.params["rnn"][0][0])
+            g = diagnostics.gradient_flow(self.cell, params, batch.inputs,
+                                          seq_lengths=batch.lengths, num_probes=self.num_probes,
+                                          key=jax.random.PRNGKey(seed))
+            s = diagnostics.gate_stats(self.cell, params, batch.inputs,
+                                       seq_lengths=batch.lengths)
+            flow = g.to_dict()
+            flow["log10_gain"] = [None if v is None else round(v, 4) for v in flow["log10_gain"]]
+            out.append({"step": step, "seed": seed, "gradient_flow": flow, "gates": s.to_dict()})
+        return out
+
+
+def write_diagnostics(path: Path, lines: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(ln, allow_nan=False) + "\n" for ln in lines))
+
+
+def read_diagnostics(path: str | os.PathLike, *, strict: bool = False) -> list[dict]:
+    """The lines of a ``diagnostics.jsonl`` ([] if absent). Damaged lines end the read (with a
+    warning; ``strict`` raises :class:`DamagedFile`)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    out = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace")
+                                  .splitlines(), 1):
+        if not line:
+            continue
+        try:
+            item = json.loads(line)
+            ok = isinstance(item, dict) and isinstance(item.get("step"), int)
+        except ValueError:
+            ok = False
+        if not ok:
+            if strict:
+                raise DamagedFile(f"{path}: damaged at line {number}")
+            warn(f"{path}: damaged at line {number}; the {len(out)} lines before it are kept")
+            return out
+        out.append(item)
+    return out
+
+
+def diagnose_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Compute the diagnostics of every finished trial from its checkpoints -- at
+    initialisation (rebuilt from the seeds) and at the trial's final checkpoint -- and write
+    each trial's ``diagnostics.jsonl``. Returns ``{"trials": [names], "skipped": [messages]}``."""
+    import jax
+    import jax.numpy as jnp
+
+    from lstmjax.experiment import frontier
+    from lstmjax.experiment.sweep import expand
+    from lstmjax.train import make_trainer
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    trials = expand(cfg)
+    if cfg.frontier is not None:
+        trials = [t for t, s, _ in frontier.collect(run_dir, cfg, trials)[0] if s is not None]
+    done, skipped = [], []
+    for trial in trials:
+        tdir = run_dir / trial.name
+        try:
+            summary = read_finished(tdir)
+        except DamagedFile as e:
+            skipped.append(str(e))
+            continue
+        if summary is None:
+            skipped.append(f"{trial.name}: not finished")
+            continue
+        trainer = make_trainer(trial.cfg)
+        keys = jnp.stack([jax.random.PRNGKey(s) for s in trial.cfg.train.seeds])
+        lr = jnp.float32(trial.cfg.train.learning_rate)
+        state0 = jax.jit(jax.vmap(trainer.init, in_axes=(0, None)))(keys, lr)
+        diag = Diagnoser(trainer, trial.cfg)
+        lines = diag.lines(state0, 0)
+        step, state = Checkpointer(tdir / CHECKPOINT_DIR).restore_latest(state0)
+        if step is None:
+            skipped.append(f"{trial.name}: no valid checkpoint (initialisation only)")
+        elif step > 0:
+            lines += diag.lines(state, step)
+        write_diagnostics(tdir / DIAGNOSTICS_FILE, lines)
+        done.append(trial.name)
+    return {"trials": done, "skipped": skipped}

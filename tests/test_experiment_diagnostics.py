@@ -1,0 +1,98 @@
+"""Diagnostics in experiments: diagnostics.jsonl during training (at 0, every N steps and at
+the end, per seed), equal after an interrupted and resumed run, `lstmjax diagnose` post hoc
+from checkpoints, and the report's plots."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lstmjax import cli
+from lstmjax.experiment import load_config, run
+from lstmjax.experiment.progress import Reporter
+
+TINY = """\
+name: dg
+task: {name: adding, length: 6}
+model: {cell: lstm, hidden_size: 8}
+train: {optimizer: adam, learning_rate: 0.01, batch_size: 8, steps: 40, eval_every: 10,
+        eval_batch_size: 16, seeds: 2, early_stop: false}
+sweep: {model.cell: [rnn, lstm]}
+output: {checkpoint_every: 10, progress: none}
+"""
+
+
+def _cfg(tmp_path, extra="diagnostics: {every: 20}\n", overrides=()):  # default batch, probes
+    path = tmp_path / "dg.yaml"
+    path.write_text(TINY + extra)
+    return path, load_config(path, list(overrides))
+
+
+@pytest.fixture(scope="module")
+def diagnosed(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dg")
+    _, cfg = _cfg(tmp)
+    run(cfg, out_dir=tmp / "run")
+    return tmp / "run"
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_diagnostics_are_written_at_init_every_n_steps_and_at_the_end(diagnosed):
+    for trial in ("cell-rnn", "cell-lstm"):
+        lines = _lines(diagnosed / trial / "diagnostics.jsonl")
+        assert [(d["step"], d["seed"]) for d in lines] == [
+            (s, seed) for s in (0, 20, 40) for seed in (0, 1)
+        ]
+        for d in lines:
+            flow = d["gradient_flow"]
+            assert flow["lag"] == list(range(6)) and flow["log10_gain"][0] == 0.0
+    lstm = _lines(diagnosed / "cell-lstm" / "diagnostics.jsonl")
+    assert lstm[0]["gates"]["keep_gate"] == "f"
+    assert set(lstm[0]["gates"]["gates"]) == {"i", "f", "o"}
+    rnn = _lines(diagnosed / "cell-rnn" / "diagnostics.jsonl")
+    assert rnn[0]["gates"]["gates"] == {}  # an ungated cell
+    for name in ("gradient_flow.png", "gates.png"):
+        assert (diagnosed / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+    assert "gradient_flow.png" in (diagnosed / "report.md").read_text()
+
+
+class _StopAfter(Reporter):
+    def __init__(self, n):
+        self.n = n
+
+    def update(self, *args):
+        self.n -= 1
+        if self.n == 0:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_run_resumes_to_the_same_diagnostics(diagnosed, tmp_path):
+    _, cfg = _cfg(tmp_path, overrides=["model.cell=lstm"])  # the sweep's lstm trial alone
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, out_dir=out, progress=_StopAfter(3), report=False)  # after the step-20 point
+    run(cfg, out_dir=out, resume=True, report=False)
+    assert (out / "default" / "diagnostics.jsonl").read_text() == (
+        diagnosed / "cell-lstm" / "diagnostics.jsonl").read_text()
+
+
+def test_diagnose_computes_them_post_hoc_from_checkpoints(diagnosed, tmp_path, capsys):
+    path, cfg = _cfg(tmp_path, extra="", overrides=["model.cell=lstm"])
+    out = tmp_path / "plain"
+    run(cfg, out_dir=out)
+    assert not (out / "default" / "diagnostics.jsonl").exists()
+    assert cli.main(["diagnose", str(out)]) == 0
+    assert "diagnosed 1 trial(s)" in capsys.readouterr().out
+    post = _lines(out / "default" / "diagnostics.jsonl")
+    during = _lines(diagnosed / "cell-lstm" / "diagnostics.jsonl")
+    assert [(d["step"], d["seed"]) for d in post] == [(0, 0), (0, 1), (40, 0), (40, 1)]
+    # the same trained parameters and the same fixed batch give the same numbers
+    for p in post:
+        d = next(x for x in during if (x["step"], x["seed"]) == (p["step"], p["seed"]))
+        assert p["gradient_flow"] == d["gradient_flow"] and p["gates"] == d["gates"]
+    assert (out / "plots" / "gradient_flow.png").exists()
+    assert cli.main(["diagnose", str(tmp_path / "missing")]) == 2
