@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lstmjax.cells import Cell, LSTMCell
-from lstmjax.cells._base import check_positive_int
+from lstmjax.cells._base import check_positive_int, tree_where
 
 __all__ = ["scan", "RNN"]
 
@@ -165,6 +165,56 @@ def _check_rate(name: str, value) -> float:
     return float(value)
 
 
+_CARRY = "initial_carry"  # the learned initial carry's key in params[l][d]
+
+
+def _abstract_params(cell: Cell):
+    """``cell.init(key, 1)``'s shapes (no FLOPs): what an option may read off the params."""
+    return jax.eval_shape(lambda key: cell.init(key, 1), jax.random.key(0))
+
+
+def _abstract_carry(cell: Cell):
+    return jax.eval_shape(lambda key: cell.initial_carry(cell.init(key, 1), ()),
+                          jax.random.key(0))
+
+
+def _check_zoneout(value, cells):
+    """``zoneout`` as ``0.0``, a float in (0, 1) or a pair ``(z_c, z_h)``; checked per cell."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"zoneout={value!r}: give one rate or a pair (z_c, z_h)")
+        value = tuple(_check_rate("zoneout", z) for z in value)
+        if value == (0.0, 0.0):
+            return 0.0
+    else:
+        value = _check_rate("zoneout", value)
+        if value == 0:
+            return 0.0
+    for l, cell in enumerate(cells):
+        if cell.output_leaf is None:
+            raise ValueError(
+                f"zoneout: layer {l} ({type(cell).__name__}) reads its output out of its "
+                f"state, not a carry leaf; zoneout needs a cell whose output is its h"
+            )
+        carry = _abstract_carry(cell)
+        if isinstance(value, tuple) and not (isinstance(carry, tuple) and len(carry) == 2):
+            raise ValueError(
+                f"zoneout={value!r}: a pair (z_c, z_h) needs an LSTM-type carry (h, c); layer "
+                f"{l} ({type(cell).__name__}) has the carry {_describe(carry)}: give one rate"
+            )
+    return value
+
+
+def _check_weight_drop(cells) -> None:
+    for l, cell in enumerate(cells):
+        params = _abstract_params(cell)
+        if cell.recurrent_weight not in params:
+            raise ValueError(
+                f"weight_drop: layer {l} ({type(cell).__name__}) has no recurrent weights "
+                f"params[{cell.recurrent_weight!r}] (its params: {sorted(params)})"
+            )
+
+
 def _time_major(xs, time_major: bool, who: str):
     xs = jnp.asarray(xs)
     if xs.ndim < 2:
@@ -190,6 +240,7 @@ def scan(
     time_major: bool = False,
     unroll: int = 1,
     return_carries: bool = False,
+    fast: bool = True,
 ):
     """Run ``cell`` over sequences: ``(ys, carry)``, or ``(ys, carry, carries)``.
 
@@ -214,11 +265,26 @@ def scan(
       unroll: passed to ``lax.scan`` (through ``cell.recur_scan``).
       return_carries: also return every step's carry, leaves laid out like ``ys``
         (``[*B, T, X]``); in reverse, ``carries[..., t, :]`` is the carry after step t.
+      fast: run the cell's own loop (``cell.recur_scan``: the custom-VJP fast path of the
+        LSTM, LN-LSTM, GRU, Elman and IndRNN families, reverse-mode only). ``False`` runs
+        ``cell.reference_recur_scan`` (autodiff through ``lax.scan``, same results), which
+        forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``) needs.
 
     Returns:
       ``ys [*B, T, H_out]`` (or time-major), the final carry, and optionally ``carries``.
     """
     _check_cell(cell, "lj.scan")
+    if not isinstance(fast, bool):
+        raise ValueError(f"lj.scan: fast={fast!r} must be True or False")
+    loop = cell.recur_scan if fast else cell.reference_recur_scan
+    return _scan(cell, params, xs, carry, seq_lengths=seq_lengths, resets=resets,
+                 reverse=reverse, time_major=time_major, unroll=unroll,
+                 return_carries=return_carries, loop=loop)
+
+
+def _scan(cell, params, xs, carry, *, seq_lengths, resets, reverse, time_major, unroll,
+          return_carries, loop):
+    """:func:`scan` with the time-major loop ``loop`` (``cell.recur_scan``'s signature)."""
     xs_T = _time_major(xs, time_major, "scan")
     _check_cell_params(cell, params, xs_T.shape[-1], "lj.scan: params")
     T, batch_shape = xs_T.shape[0], tuple(xs_T.shape[1:-1])
@@ -249,9 +315,7 @@ def scan(
         reset_T = None if reset_T is None else flip(reset_T)
 
     xp_T = cell.project(params, xs_T)
-    out = cell.recur_scan(
-        params, carry, xp_T, valid_T, reset_T, unroll=unroll, return_carries=return_carries
-    )
+    out = loop(params, carry, xp_T, valid_T, reset_T, unroll=unroll, return_carries=return_carries)
     final, ys_T = out[0], out[1]
     carries_T = out[2] if return_carries else None
     if reverse:
@@ -266,11 +330,13 @@ def scan(
     return ys_T, final
 
 
-def _scan_recurrent_dropout(cell, params, xs_T, carry, key, rate: float, **kwargs):
+def _scan_recurrent_dropout(cell, params, xs_T, carry, key, rate: float, *, make_loop,
+                            loop_key, **kwargs):
     """``scan`` (time-major) with ``h_{t-1}`` times a variational mask ``[*B, R]`` in ``h @ W_h``.
 
     Each sequence gets its own ``diag(m) W_h``: the batch is vmapped so every
-    sequence runs ``cell.recur_scan`` with batch shape ``(1,)`` and its own kernel.
+    sequence runs the loop ``make_loop(k)`` with batch shape ``(1,)`` and its own kernel
+    (``k``: the sequence's own key from ``loop_key``, for zoneout; None if ``loop_key`` is).
     """
     if "W_h" not in params:
         raise ValueError(
@@ -286,17 +352,19 @@ def _scan_recurrent_dropout(cell, params, xs_T, carry, key, rate: float, **kwarg
     def per_example(a, axis):  # [.., *B, ..] -> [.., N, 1, ..] with N at ``axis``
         return a.reshape(a.shape[:axis] + (N, 1) + a.shape[axis + len(batch_shape) :])
 
-    def one(m_R, xs_T1, carry1, lengths1, resets_T1):
+    def one(m_R, xs_T1, carry1, lengths1, resets_T1, key1):
         p = {**params, "W_h": W_h * m_R[:, None]}
-        return scan(cell, p, xs_T1, carry1, seq_lengths=lengths1, resets=resets_T1,
-                    time_major=True, **kwargs)
+        return _scan(cell, p, xs_T1, carry1, seq_lengths=lengths1, resets=resets_T1,
+                     time_major=True, return_carries=False, loop=make_loop(key1), **kwargs)
 
-    ys, final = jax.vmap(one, in_axes=(0, 1, 0, 0, 1), out_axes=(1, 0))(
+    keys = None if loop_key is None else jax.random.split(loop_key, N)
+    ys, final = jax.vmap(one, in_axes=(0, 1, 0, 0, 1, 0), out_axes=(1, 0))(
         mask.reshape(N, -1),
         per_example(xs_T, 1),
         jax.tree.map(lambda a: per_example(a, 0), carry),
         None if lengths is None else per_example(lengths, 0),
         None if resets is None else per_example(resets, 1),
+        keys,
     )
     ys = ys.reshape((T, *batch_shape, ys.shape[-1]))
     final = jax.tree.map(lambda a: a.reshape((*batch_shape, a.shape[-1])), final)
@@ -308,13 +376,62 @@ def _dropout(key, rate: float, x):
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
+def _zoneout_loop(cell, rates, key, params, carry, xp_T, valid_T=None, reset_T=None, *,
+                  unroll=1, return_carries=False):
+    """``cell.reference_recur_scan`` with zoneout (Krueger et al. 2017) on the carry.
+
+    ``rates[k]`` is the zoneout probability of carry leaf k (``jax.tree.leaves`` order).
+    With ``c̃ = recur(c)``'s carry, per element, the new carry is::
+
+        c' = d ⊙ c + (1 - d) ⊙ c̃,   d ~ Bernoulli(z) fresh at every step     (key given)
+        c' = z · c + (1 - z) · c̃                                             (key None)
+
+    and ``y`` is the zoned-out leaf ``cell.output_leaf`` (``h``). Leaves of rate 0 are not
+    touched; resets and masks act as in ``Cell.reference_recur_scan``.
+    """
+    carry0 = carry = cell._loop_carry(params, carry, xp_T)
+    leaves0, treedef = jax.tree.flatten(carry0)
+    keep_T = None
+    if key is not None:
+        keys = jax.random.split(key, len(leaves0))
+        keep_T = [
+            None if z == 0 else jax.random.bernoulli(k, z, (xp_T.shape[0], *a.shape))
+            for k, z, a in zip(keys, rates, leaves0, strict=True)
+        ]
+
+    def body(c, inputs):
+        xp, valid, reset, keep = inputs
+        if reset is not None:
+            c = tree_where(reset, carry0, c)
+        c_new, _ = cell.recur(params, c, xp)
+        mixed = []
+        for k, (prev, new, z) in enumerate(
+            zip(jax.tree.leaves(c), jax.tree.leaves(c_new), rates, strict=True)
+        ):
+            if z == 0:
+                mixed.append(new)
+            elif keep is None:
+                mixed.append(z * prev + (1.0 - z) * new)
+            else:
+                mixed.append(jnp.where(keep[k], prev, new))
+        c_new, y = jax.tree.unflatten(treedef, mixed), mixed[cell.output_leaf]
+        if valid is not None:
+            c_new = tree_where(valid, c_new, c)
+            y = jnp.where(valid[..., None], y, jnp.zeros_like(y))
+        return c_new, ((y, c_new) if return_carries else y)
+
+    final, out = jax.lax.scan(body, carry, (xp_T, valid_T, reset_T, keep_T), unroll=unroll)
+    return (final, *out) if return_carries else (final, out)
+
+
 # ---- the layer stack ---------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True, init=False)
 class RNN:
     """A stack of recurrent layers, optionally bidirectional, with dropout and skips.
 
     ``RNN(cell_or_cells, num_layers=None, bidirectional=False, dropout=0.0,
-    recurrent_dropout=0.0, proj_size=0, residual=False)``
+    recurrent_dropout=0.0, proj_size=0, residual=False, zoneout=0.0, weight_drop=0.0,
+    learn_initial_carry=False, fast=True)``
 
     * ``cell_or_cells``: one cell, repeated ``num_layers`` times (default 1), or a
       sequence of cells, one per layer (``num_layers``, if given, must match).
@@ -328,11 +445,30 @@ class RNN:
       with ``proj_size`` (an error for other cells).
     * ``residual``: a layer whose input and output widths agree (any but the first)
       adds its input to its output.
+    * ``zoneout`` (Krueger et al. 2017): each carry element keeps its previous value with
+      probability ``z``, ``c_t = d ⊙ c_{t-1} + (1 - d) ⊙ c̃_t``, ``d ~ Bernoulli(z)`` drawn
+      afresh per element, step, sequence, layer and direction; the output is the zoned-out
+      ``h``. At evaluation the expectation ``c_t = z·c_{t-1} + (1 - z)·c̃_t``. A float applies
+      to every carry leaf; for an LSTM-type carry ``(h, c)`` a pair ``(z_c, z_h)`` (the
+      paper's order: cell state first; it recommends ``(0.5, 0.05)``). Runs a plain
+      ``lax.scan`` over ``cell.recur`` (no fast path); not for cells whose output is not a
+      carry leaf (LRU).
+    * ``weight_drop`` (DropConnect on the recurrent weights, Merity et al. 2017):
+      ``W_h ⊙ m / (1 - p)``, ``m ~ Bernoulli(1 - p)``, one mask per ``apply`` call (the
+      batch), layer and direction, shared by all time steps; rescaled by ``1/(1-p)`` as
+      AWD-LSTM (``F.dropout`` on the weight), so evaluation uses ``W_h`` itself. Acts on
+      ``params[cell.recurrent_weight]`` (``W_h``; IndRNN's ``u``); the fast path still runs.
+    * ``learn_initial_carry``: the initial carry is a parameter,
+      ``params[l][d]["initial_carry"]`` (the cell's carry for one sequence, init zeros),
+      broadcast over the batch; a ``carry`` passed to ``apply`` still overrides it.
+    * ``fast``: ``False`` runs every layer's ``cell.reference_recur_scan`` (needed for
+      ``jax.jvp``/``jax.jacfwd``; see :func:`scan`).
 
     Params are a list per layer of a list per direction (forward, then backward)
-    of cell params: ``params[l][d]``. Carries have the same layout: ``carries[l][d]``
-    is the carry of the cell of layer ``l``, direction ``d``. Bidirectional outputs
-    are ``concat([forward, backward], -1)`` as in PyTorch.
+    of cell params: ``params[l][d]`` (plus ``"initial_carry"`` with
+    ``learn_initial_carry``; :meth:`cell_params` strips it). Carries have the same layout:
+    ``carries[l][d]`` is the carry of the cell of layer ``l``, direction ``d``. Bidirectional
+    outputs are ``concat([forward, backward], -1)`` as in PyTorch.
     """
 
     cells: tuple[Cell, ...]
@@ -340,6 +476,10 @@ class RNN:
     dropout: float = 0.0
     recurrent_dropout: float = 0.0
     residual: bool = False
+    zoneout: float | tuple[float, float] = 0.0
+    weight_drop: float = 0.0
+    learn_initial_carry: bool = False
+    fast: bool = True
 
     def __init__(
         self,
@@ -350,6 +490,10 @@ class RNN:
         recurrent_dropout: float = 0.0,
         proj_size: int = 0,
         residual: bool = False,
+        zoneout: float | tuple[float, float] = 0.0,
+        weight_drop: float = 0.0,
+        learn_initial_carry: bool = False,
+        fast: bool = True,
     ):
         if isinstance(cell_or_cells, Cell):
             if num_layers is not None:
@@ -386,9 +530,15 @@ class RNN:
                         f"layer {l} is {type(cell).__name__}"
                     )
             layers = tuple(dataclasses.replace(c, proj_size=proj_size) for c in layers)
-        for name, flag in (("bidirectional", bidirectional), ("residual", residual)):
+        flags = (("bidirectional", bidirectional), ("residual", residual),
+                 ("learn_initial_carry", learn_initial_carry), ("fast", fast))
+        for name, flag in flags:
             if not isinstance(flag, bool):
                 raise ValueError(f"{name}={flag!r} must be True or False")
+        zoneout = _check_zoneout(zoneout, layers)
+        weight_drop = _check_rate("weight_drop", weight_drop)
+        if weight_drop:
+            _check_weight_drop(layers)
         object.__setattr__(self, "cells", layers)
         object.__setattr__(self, "bidirectional", bidirectional)
         object.__setattr__(self, "dropout", _check_rate("dropout", dropout))
@@ -396,8 +546,22 @@ class RNN:
             self, "recurrent_dropout", _check_rate("recurrent_dropout", recurrent_dropout)
         )
         object.__setattr__(self, "residual", residual)
+        object.__setattr__(self, "zoneout", zoneout)
+        object.__setattr__(self, "weight_drop", weight_drop)
+        object.__setattr__(self, "learn_initial_carry", learn_initial_carry)
+        object.__setattr__(self, "fast", fast)
 
     # ---- sizes ---------------------------------------------------------------------
+    def _zoneout_rates(self, carry) -> tuple[float, ...] | None:
+        """Zoneout probability per leaf of ``carry`` (leaves order), or None if off."""
+        if self.zoneout == 0:
+            return None
+        n = len(jax.tree.leaves(carry))
+        if isinstance(self.zoneout, tuple):
+            z_c, z_h = self.zoneout
+            return (z_h, z_c)  # the carry is (h, c)
+        return (self.zoneout,) * n
+
     @property
     def num_layers(self) -> int:
         return len(self.cells)
@@ -413,8 +577,9 @@ class RNN:
 
     @property
     def needs_key(self) -> bool:
-        """Whether training-mode ``apply`` needs a PRNG key (some dropout is on)."""
-        return self.dropout > 0 or self.recurrent_dropout > 0
+        """Whether training-mode ``apply`` needs a PRNG key (some dropout or zoneout is on)."""
+        return (self.dropout > 0 or self.recurrent_dropout > 0 or self.weight_drop > 0
+                or self.zoneout != 0)
 
     # ---- params and carries --------------------------------------------------------
     def init(self, key, input_size: int):
@@ -424,17 +589,47 @@ class RNN:
         keys = jax.random.split(key, self.num_layers * nd)
         params, width = [], input_size
         for l, cell in enumerate(self.cells):
-            params.append([cell.init(keys[l * nd + d], width) for d in range(nd)])
+            layer = [cell.init(keys[l * nd + d], width) for d in range(nd)]
+            if self.learn_initial_carry:
+                layer = [{**p, _CARRY: cell.initial_carry(p, ())} for p in layer]
+            params.append(layer)
             width = cell.output_size * nd
         return params
 
     def initial_carry(self, params, batch_shape=()):
-        """Zero carries ``[[carry per direction] per layer]`` for ``batch_shape``."""
+        """Carries ``[[carry per direction] per layer]`` for ``batch_shape``: zeros, or the
+        learned ``params[l][d]["initial_carry"]`` broadcast over the batch."""
         self._check_params(params)
-        return [
-            [cell.initial_carry(p, batch_shape) for p in layer]
-            for cell, layer in zip(self.cells, params, strict=True)
-        ]
+        batch_shape = tuple(batch_shape)
+
+        def one(cell, p):
+            if not self.learn_initial_carry:
+                return cell.initial_carry(p, batch_shape)
+            return jax.tree.map(lambda a: jnp.broadcast_to(a, batch_shape + a.shape), p[_CARRY])
+
+        return [[one(cell, p) for p in layer] for cell, layer in zip(self.cells, params,
+                                                                      strict=True)]
+
+    def cell_params(self, params):
+        """``params`` with each ``params[l][d]`` the plain cell params (the learned initial
+        carry removed), as ``cell.init`` returns them."""
+        self._check_params(params)
+        return [[{k: v for k, v in p.items() if k != _CARRY} if self.learn_initial_carry
+                 else p for p in layer] for layer in params]
+
+    def constrain(self, params):
+        """Every layer's ``cell.constrain`` applied to its params (IndRNN's ``|u|`` bound);
+        the training loop calls this after each optimiser update."""
+        self._check_params(params)
+
+        def one(cell, p):
+            if not self.learn_initial_carry:
+                return cell.constrain(p)
+            return {**cell.constrain({k: v for k, v in p.items() if k != _CARRY}),
+                    _CARRY: p[_CARRY]}
+
+        return [[one(cell, p) for p in layer] for cell, layer in zip(self.cells, params,
+                                                                      strict=True)]
 
     def _check_params(self, params) -> None:
         nd = self.num_directions
@@ -448,6 +643,14 @@ class RNN:
                 f"RNN params must be a list of {self.num_layers} layers, each a list of {nd} "
                 f"cell params (one per direction), as returned by RNN.init"
             )
+        if self.learn_initial_carry:
+            for l, layer in enumerate(params):
+                for d, p in enumerate(layer):
+                    if not isinstance(p, Mapping) or _CARRY not in p:
+                        raise ValueError(
+                            f"RNN(learn_initial_carry=True): params[{l}][{d}] has no "
+                            f"{_CARRY!r} entry; build the params with this RNN's init"
+                        )
 
     # ---- forward -------------------------------------------------------------------
     def apply(
@@ -467,17 +670,18 @@ class RNN:
 
         ``carry`` (and the returned ``carries``) is ``[[carry per direction] per layer]``;
         the backward direction's final carry is the one after step 0. ``seq_lengths``
-        and ``resets`` are as in :func:`scan`. Dropout runs unless ``deterministic``,
-        which defaults to ``key is None``: pass a ``key`` to train with dropout, and
-        nothing (or ``deterministic=True``) to evaluate.
+        and ``resets`` are as in :func:`scan`. Dropout, zoneout and weight drop run unless
+        ``deterministic``, which defaults to ``key is None``: pass a ``key`` to train, and
+        nothing (or ``deterministic=True``) to evaluate (zoneout then takes its expectation).
         """
         self._check_params(params)
         xs_T = _time_major(xs, time_major, "RNN.apply")
         width = xs_T.shape[-1]
+        cell_params = self.cell_params(params)
         for l, cell in enumerate(self.cells):
             for d in range(self.num_directions):
                 where = f"layer {l} {('forward', 'backward')[d]}"
-                _check_cell_params(cell, params[l][d], width,
+                _check_cell_params(cell, cell_params[l][d], width,
                                    f"lj.RNN.apply: params[{l}][{d}] ({where})")
             width = cell.output_size * self.num_directions
         T, batch_shape = xs_T.shape[0], tuple(xs_T.shape[1:-1])
@@ -488,8 +692,9 @@ class RNN:
         train = not deterministic and self.needs_key
         if train and key is None:
             raise ValueError(
-                f"RNN.apply: dropout={self.dropout}, recurrent_dropout={self.recurrent_dropout} "
-                f"need a PRNG key: pass key=jax.random.key(...), or deterministic=True"
+                f"RNN.apply: dropout={self.dropout}, recurrent_dropout={self.recurrent_dropout}, "
+                f"zoneout={self.zoneout}, weight_drop={self.weight_drop} need a PRNG key: "
+                f"pass key=jax.random.key(...), or deterministic=True"
             )
         initial = self.initial_carry(params, batch_shape)
         if carry is None:
@@ -500,17 +705,34 @@ class RNN:
         h_T, carries = xs_T, []
         for l, cell in enumerate(self.cells):
             k_drop, k_rec = jax.random.split(jax.random.fold_in(key, l)) if train else (None,) * 2
+            # zoneout and weight-drop keys: a stream of their own (fold_in data >= num_layers)
+            k_zone, k_wd = (jax.random.split(jax.random.fold_in(key, self.num_layers + l))
+                            if train else (None,) * 2)
+            rates = self._zoneout_rates(carry[l][0])
             outs, layer_carries = [], []
             for d in range(self.num_directions):
                 kwargs = dict(seq_lengths=lengths_B, resets=reset_T, reverse=d == 1, unroll=unroll)
-                p, c = params[l][d], carry[l][d]
+                p, c = cell_params[l][d], carry[l][d]
+                if train and self.weight_drop > 0:
+                    name = cell.recurrent_weight
+                    p = {**p, name: _dropout(jax.random.fold_in(k_wd, d), self.weight_drop,
+                                             p[name])}
+                if rates is not None:
+                    make_loop = functools.partial(functools.partial, _zoneout_loop, cell, rates)
+                elif self.fast:
+                    make_loop = lambda _, cell=cell: cell.recur_scan  # noqa: E731
+                else:
+                    make_loop = lambda _, cell=cell: cell.reference_recur_scan  # noqa: E731
+                loop_key = jax.random.fold_in(k_zone, d) if train and rates is not None else None
                 if train and self.recurrent_dropout > 0:
                     k_d = jax.random.fold_in(k_rec, d)
                     y, c = _scan_recurrent_dropout(
-                        cell, p, h_T, c, k_d, self.recurrent_dropout, **kwargs
+                        cell, p, h_T, c, k_d, self.recurrent_dropout, make_loop=make_loop,
+                        loop_key=loop_key, **kwargs
                     )
                 else:
-                    y, c = scan(cell, p, h_T, c, time_major=True, **kwargs)
+                    y, c = _scan(cell, p, h_T, c, time_major=True, return_carries=False,
+                                 loop=make_loop(loop_key), **kwargs)
                 outs.append(y)
                 layer_carries.append(c)
             y_T = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)

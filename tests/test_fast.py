@@ -18,9 +18,11 @@ import pytest
 
 import lstmjax as lj
 from lstmjax import fast
-from lstmjax.cells import Cell, ElmanCell, GRUCell, LSTMCell
+from lstmjax.cells import Cell, ElmanCell, GRUCell, IndRNNCell, LNLSTMCell, LSTMCell
 from lstmjax.fast import elman as fast_elman
 from lstmjax.fast import gru as fast_gru
+from lstmjax.fast import indrnn as fast_indrnn
+from lstmjax.fast import ln_lstm as fast_ln_lstm
 from lstmjax.fast import lstm as fast_lstm
 
 TOL = 1e-10
@@ -41,8 +43,13 @@ CASES = [
     ("gru", {"use_bias": False, "activation": "relu", "gate_fn": "hard_sigmoid"}, (), 6),
     ("rnn", {}, (3,), 7),
     ("irnn", {}, (2,), 6),
+    ("ln_lstm", {}, (3,), 7),
+    ("ln_lstm", {"use_bias": False, "ln_eps": 1e-3}, (2, 2), 5),
+    ("indrnn", {}, (3,), 7),
+    ("indrnn", {"activation": "tanh", "use_bias": False}, (), 6),
 ]
-FAST_MODULES = {LSTMCell: fast_lstm, GRUCell: fast_gru, ElmanCell: fast_elman}
+FAST_MODULES = {LSTMCell: fast_lstm, GRUCell: fast_gru, ElmanCell: fast_elman,
+                LNLSTMCell: fast_ln_lstm, IndRNNCell: fast_indrnn}
 
 
 def _case_id(case):
@@ -115,7 +122,7 @@ def _reference(cell):
     return cls(**{f.name: getattr(cell, f.name) for f in dataclasses.fields(cell)})
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "ln_lstm"])
 def test_scan_lengths_resets_reverse(x64, name):
     """Through ``lj.scan`` (batch-major) with ``seq_lengths``, ``resets`` and ``reverse``."""
     cell = lj.cells.make(name, 5, dtype="float64")

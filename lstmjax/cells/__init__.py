@@ -28,13 +28,15 @@ from lstmjax._util import close_match, hashable
 from lstmjax.cells._base import Cell
 from lstmjax.cells.elman import ElmanCell
 from lstmjax.cells.gru import GRUCell, MGUCell
+from lstmjax.cells.indrnn import IndRNNCell
 from lstmjax.cells.lstm import LSTMCell
+from lstmjax.cells.normalized import LNGRUCell, LNLSTMCell
 from lstmjax.cells.parallel import LRUCell, MinGRUCell, MinLSTMCell
 
 __all__ = [
     "Cell", "ElmanCell", "LSTMCell", "GRUCell", "MGUCell", "MinGRUCell", "MinLSTMCell",
-    "LRUCell", "names", "make", "register", "describe", "option_names", "accepts",
-    "applicable_options",
+    "LRUCell", "LNLSTMCell", "LNGRUCell", "IndRNNCell", "names", "make", "register", "describe",
+    "option_names", "accepts", "applicable_options",
 ]  # fmt: skip
 
 # Old class name -> new class, kept for one release (module ``__getattr__`` below).
@@ -96,6 +98,15 @@ register(
     "minlstm", MinLSTMCell, "minLSTM (Feng et al. 2024): normalised f/i, parallel log-space scan"
 )
 register("lru", LRUCell, "LRU (Orvieto et al. 2023): complex diagonal linear recurrence, ring init")
+register(
+    "ln_lstm", LNLSTMCell,
+    "layer-normalised LSTM (Ba et al. 2016): LN(x W_x) + LN(h W_h) + b, h' = o tanh(LN(c'))",
+)
+register("ln_gru", LNGRUCell, "layer-normalised GRU: LN of the input and recurrent pre-activations")
+register(
+    "indrnn", IndRNNCell, "IndRNN (Li et al. 2018): relu(W_x x + u * h + b), |u| <= recurrent_max",
+    kernel_init="normal", bias_init="zeros",
+)
 
 
 def names() -> list[str]:

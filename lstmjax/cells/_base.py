@@ -11,15 +11,15 @@ pytrees. The step is split so a scan can hoist the input matmul::
 ``P = cell.projection_size`` (``G*H`` for a cell of ``G`` fused gate blocks).
 ``recur_scan`` is the time-major inner loop used by :func:`lstmjax.scan`; here it is
 :meth:`Cell.reference_recur_scan` (``lax.scan`` over ``recur``, plain autodiff), and the
-LSTM, GRU and Elman classes override it to run their :mod:`lstmjax.fast` custom-VJP loop
-(identical semantics) when it covers the call.
+LSTM, LN-LSTM, GRU, Elman and IndRNN classes override it to run their :mod:`lstmjax.fast`
+custom-VJP loop (identical semantics) when it covers the call.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -89,6 +89,12 @@ def tree_where(cond_B, new, old):
 @dataclasses.dataclass(frozen=True)
 class Cell:
     """Base class: see the module docstring for the protocol."""
+
+    #: Index in ``jax.tree.leaves(carry)`` of the carry leaf that ``recur`` returns as ``y``
+    #: (``h``); ``None`` when ``y`` is read out of the state (LRU). Zoneout needs it.
+    output_leaf: ClassVar[int | None] = 0
+    #: The params key of the recurrent weights ``lj.RNN(weight_drop=p)`` drops (DropConnect).
+    recurrent_weight: ClassVar[str] = "W_h"
 
     hidden_size: int
     dtype: str = "float32"
@@ -188,9 +194,28 @@ class Cell:
         """One recurrent update from a projected input ``xp [*, P]``: ``(carry, y)``."""
         raise NotImplementedError
 
+    def constrain(self, params: Params) -> Params:
+        """Project ``params`` back onto the cell's feasible set; the training loop calls it
+        after every optimiser update (``lj.RNN.constrain``). The identity here; IndRNN clips
+        ``|u| <= recurrent_max``."""
+        return params
+
     def step(self, params: Params, carry: Carry, x):
         """``(carry, y) = recur(params, carry, project(params, x))`` for ``x [*batch, D]``."""
         return self.recur(params, carry, self.project(params, x))
+
+    # ---- gates (read by lstmjax.diagnostics) ----------------------------------------
+    def gate_activations(self, params: Params, carry: Carry, xp) -> dict[str, Any]:
+        """The gates ``recur(params, carry, xp)`` computes, ``{name: [*B, H]}``, named as in
+        the class docstring; ``{}`` for an ungated cell (this default). A subclass that
+        overrides ``recur`` of a gated cell must override this too."""
+        return {}
+
+    @property
+    def keep_gate(self) -> str | None:
+        """Which gate multiplies the old state elementwise: a key of
+        :meth:`gate_activations` (``"f"``), ``"1-<key>"`` when its complement does, or None."""
+        return None
 
     # ---- the loop ------------------------------------------------------------------
     def _loop_carry(self, params: Params, carry: Carry, xp_T) -> Carry:
@@ -221,7 +246,7 @@ class Cell:
         may override it with a faster loop of identical results (see the module docstring).
 
         The fast loops (``lstmjax.fast``) are reverse-mode only; for ``jax.jvp``/``jacfwd``
-        call ``cell.reference_recur_scan`` directly.
+        pass ``fast=False`` to ``lj.scan``/``lj.RNN`` (or call ``cell.reference_recur_scan``).
         """
         return self.reference_recur_scan(params, carry, xp_T, valid_T, reset_T, unroll=unroll,
                                          return_carries=return_carries)

@@ -67,6 +67,20 @@ class GRUCell(Cell):
         return params
 
     def recur(self, params, h, xp):
+        h_new, _ = self._recur_gates(params, h, xp)
+        return h_new, h_new
+
+    def gate_activations(self, params, carry, xp):
+        """``{"r": r, "z": z}`` (reset, update), each ``[*B, H]``."""
+        return self._recur_gates(params, carry, xp)[1]
+
+    @property
+    def keep_gate(self):
+        """``"z"``: ``h' = (1 - z) * n + z * h``."""
+        return "z"
+
+    def _recur_gates(self, params, h, xp):
+        """``(h', {"r": r, "z": z})``."""
         H = self.hidden_size
         gate_fn = GATE_FNS[self.gate_fn]
         act = ACTIVATIONS[self.activation]
@@ -85,7 +99,7 @@ class GRUCell(Cell):
             z = gate_fn(xp[..., H : 2 * H] + hh[..., H:])
             n = act(xp[..., 2 * H :] + (r * h) @ W_h[:, 2 * H :])
         h_new = (1.0 - z) * n + z * h
-        return h_new, h_new
+        return h_new, {"r": r, "z": z}
 
     def recur_scan(self, params, carry, xp_T, valid_T=None, reset_T=None, *, unroll=1,
                    return_carries=False):
@@ -145,6 +159,20 @@ class MGUCell(Cell):
         return params
 
     def recur(self, params, h, xp):
+        h_new, _ = self._recur_gates(params, h, xp)
+        return h_new, h_new
+
+    def gate_activations(self, params, carry, xp):
+        """``{"f": f}``, ``[*B, H]``."""
+        return self._recur_gates(params, carry, xp)[1]
+
+    @property
+    def keep_gate(self):
+        """``"1-f"`` in the paper form (``h' = (1 - f) * h + f * n``), ``"f"`` in flax's."""
+        return "1-f" if self.form == "paper" else "f"
+
+    def _recur_gates(self, params, h, xp):
+        """``(h', {"f": f})``."""
         H = self.hidden_size
         gate_fn = GATE_FNS[self.gate_fn]
         act = ACTIVATIONS[self.activation]
@@ -161,4 +189,4 @@ class MGUCell(Cell):
                 hn = hn + params["b_hn"]
             n = act(xp[..., H:] + f * hn)
             h_new = (1.0 - f) * n + f * h
-        return h_new, h_new
+        return h_new, {"f": f}

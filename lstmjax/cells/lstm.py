@@ -184,6 +184,21 @@ class LSTMCell(Cell):
 
     # ---- step --------------------------------------------------------------------
     def recur(self, params, carry, xp):
+        new_carry, h_new, _ = self._recur_gates(params, carry, xp)
+        return new_carry, h_new
+
+    def gate_activations(self, params, carry, xp):
+        """``{"i": i, "f": f, "o": o}``: the sigmoid gates this cell has (``f = 1 - i`` if
+        coupled), each ``[*B, H]``."""
+        return self._recur_gates(params, carry, xp)[2]
+
+    @property
+    def keep_gate(self):
+        """``"f"`` (``c' = f * c + ...``); None without a forget gate (NFG: ``f = 1``)."""
+        return "f" if self.coupled or "f" in self.sigmoid_gates else None
+
+    def _recur_gates(self, params, carry, xp):
+        """``recur``'s ``(carry, y)`` and the gates ``{name: [*B, H]}`` it used."""
         h, c = carry[0], carry[1]
         z = xp + h @ params["W_h"]
         sig = self.sigmoid_gates
@@ -220,11 +235,12 @@ class LSTMCell(Cell):
         h_new = out if o is None else o * out
         if self.proj_size:
             h_new = h_new @ params["W_proj"]
+        gates = {k: v for k, v in (("i", i), ("f", f), ("o", o)) if v is not None}
         if self.full_gate_recurrence:
             acts = {"i": i, "f": f, "o": o}
             a_new = jnp.concatenate([acts[name] for name in sig], axis=-1)
-            return (h_new, c_new, a_new), h_new
-        return (h_new, c_new), h_new
+            return (h_new, c_new, a_new), h_new, gates
+        return (h_new, c_new), h_new, gates
 
     def recur_scan(self, params, carry, xp_T, valid_T=None, reset_T=None, *, unroll=1,
                    return_carries=False):

@@ -226,6 +226,15 @@ class MinGRUCell(_MinCell):
         k_z = xp[..., :H]
         return -jax.nn.softplus(k_z), -jax.nn.softplus(-k_z) + _log_g(xp[..., H:])
 
+    def gate_activations(self, params, carry, xp):
+        """``{"z": z}``, ``[*B, H]`` (input-only: ``carry`` is not read)."""
+        return {"z": jax.nn.sigmoid(xp[..., : self.hidden_size])}
+
+    @property
+    def keep_gate(self):
+        """``"1-z"``: ``h' = (1 - z) ⊙ h + z ⊙ h̃``."""
+        return "1-z"
+
 
 @dataclasses.dataclass(frozen=True)
 class MinLSTMCell(_MinCell):
@@ -258,6 +267,19 @@ class MinLSTMCell(_MinCell):
         d, k_h = self._d(xp), xp[..., 2 * self.hidden_size :]
         return -jax.nn.softplus(d), -jax.nn.softplus(-d) + _log_g(k_h)
 
+    def gate_activations(self, params, carry, xp):
+        """``{"f": f, "i": i, "f_norm": f', "i_norm": i'}``, each ``[*B, H]``."""
+        H, d = self.hidden_size, self._d(xp)
+        return {
+            "f": jax.nn.sigmoid(xp[..., :H]), "i": jax.nn.sigmoid(xp[..., H : 2 * H]),
+            "f_norm": jax.nn.sigmoid(-d), "i_norm": jax.nn.sigmoid(d),
+        }  # fmt: skip
+
+    @property
+    def keep_gate(self):
+        """``"f_norm"``: ``h' = f' ⊙ h + i' ⊙ h̃``."""
+        return "f_norm"
+
 
 # ---- LRU ------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
@@ -282,6 +304,8 @@ class LRUCell(Cell):
     ``C ~ CN(0, 1/N)``, ``D ~ N(0, 1)`` (``N(0, 1/D)`` when dense). Params:
     ``nu_log, theta_log, gamma_log [N]``, ``W_x [D, 2N]``, ``C_re, C_im [N, H]``, ``D``.
     """
+
+    output_leaf = None  # y is read out of the complex state, not a carry leaf (no zoneout)
 
     state_size: int = 0
     r_min: float = 0.0
@@ -346,6 +370,17 @@ class LRUCell(Cell):
         mod = jnp.exp(-jnp.exp(params["nu_log"]))
         phase = jnp.exp(params["theta_log"])
         return mod * jnp.cos(phase), mod * jnp.sin(phase)
+
+    def gate_activations(self, params, carry, xp):
+        """``{"lambda_abs": |λ|}`` broadcast to ``[*B, N]``: the factor each mode keeps per
+        step (no gates; constant over inputs)."""
+        mod = jnp.exp(-jnp.exp(params["nu_log"]))
+        return {"lambda_abs": jnp.broadcast_to(mod, carry[0].shape)}
+
+    @property
+    def keep_gate(self):
+        """``"lambda_abs"``: ``|h'| = |λ| |h|`` without input."""
+        return "lambda_abs"
 
     def project(self, params, x):
         D = params["W_x"].shape[0]

@@ -1,7 +1,9 @@
-"""Fast paths: exact custom-VJP recurrent loops for the LSTM, GRU and Elman families.
+"""Fast paths: exact custom-VJP recurrent loops for the LSTM, LN-LSTM, GRU, Elman and IndRNN
+families.
 
-``LSTMCell``, ``GRUCell`` and ``ElmanCell`` each override ``recur_scan`` to call their
-module here (:mod:`.lstm`, :mod:`.gru`, :mod:`.elman`) when its ``applies`` says the
+``LSTMCell``, ``LNLSTMCell``, ``GRUCell``, ``ElmanCell`` and ``IndRNNCell`` each override
+``recur_scan`` to call their module here (:mod:`.lstm`, :mod:`.ln_lstm`, :mod:`.gru`,
+:mod:`.elman`, :mod:`.indrnn`) when its ``applies`` says the
 configuration is covered, and ``Cell.reference_recur_scan`` (autodiff through
 ``lax.scan``) otherwise. This package imports nothing from :mod:`lstmjax.cells`: a cell
 passes itself (duck-typed: only its options are read) and its family class.
@@ -23,13 +25,14 @@ are measured in ``benchmarks/RESULTS.md``):
 
 Covered (else the reference loop runs): LSTM with any gate subset, ``coupled``,
 ``peepholes``, ``gate_fn``, ``activation``, ``input_/output_activation`` (not
-``full_gate_recurrence``, not ``proj_size``); GRU in both forms; Elman RNN/IRNN with any
-activation; any batch shape, masks, resets, ``return_carries``; one float dtype shared
-by ``xp``, the carry and ``W_h``; T >= 1; subclasses that override ``recur`` or
-``initial_carry`` fall back.
+``full_gate_recurrence``, not ``proj_size``); the layer-normalised LSTM; GRU in both forms;
+Elman RNN/IRNN and IndRNN with any activation; any batch shape, masks, resets,
+``return_carries``; one float dtype shared by ``xp``, the carry and the recurrent params;
+T >= 1; subclasses that override ``recur`` or ``initial_carry`` fall back.
 
 Limits: reverse-mode only (``jax.custom_vjp``: ``jax.jvp``/``jacfwd`` through a fast
-loop raise); for forward-mode call ``cell.reference_recur_scan(...)``.
+loop raise a ``TypeError`` naming the switch); for forward-mode pass ``fast=False`` to
+``lj.scan``/``lj.RNN`` (or call ``cell.reference_recur_scan(...)``).
 
 XLA:CPU layout rules (the one place they are written down; the code refers here).
 Each was measured in ``benchmarks/RESULTS.md``:
@@ -61,11 +64,13 @@ def same_float_dtype(*trees) -> bool:
     return len(dtypes) == 1 and jnp.issubdtype(dtypes.pop(), jnp.floating)
 
 
-def covers(cell, family: type, params, carry, xp_T) -> bool:
+def covers(cell, family: type, params, carry, xp_T, keys=("W_h",)) -> bool:
     """The conditions every family shares: ``cell`` keeps ``family``'s own ``recur`` and
-    ``initial_carry`` (a subclass that changes them falls back), T >= 1, one float dtype."""
+    ``initial_carry`` (a subclass that changes them falls back), T >= 1, one float dtype
+    shared by the carry, ``xp`` and the recurrent params ``keys``."""
     own = type(cell).recur is family.recur and type(cell).initial_carry is family.initial_carry
-    return own and xp_T.shape[0] > 0 and same_float_dtype(params["W_h"], carry, xp_T)
+    recurrent = [params[k] for k in keys]
+    return own and xp_T.shape[0] > 0 and same_float_dtype(recurrent, carry, xp_T)
 
 
 def run_kernel(kernel, P, carry, xp_T, valid_T=None, reset_T=None, *, unroll=1,
@@ -75,7 +80,15 @@ def run_kernel(kernel, P, carry, xp_T, valid_T=None, reset_T=None, *, unroll=1,
         raise ValueError("the fast loop needs at least one time step (got T=0)")
     run = make_scan(kernel, valid_T is not None, reset_T is not None, bool(return_carries),
                     unroll)
-    return run(P, carry, xp_T, valid_T, reset_T)
+    try:
+        return run(P, carry, xp_T, valid_T, reset_T)
+    except TypeError as e:
+        if "forward-mode" not in str(e):
+            raise
+        raise TypeError(
+            "jax.jvp/jacfwd through a fast recurrent loop (custom VJP, reverse-mode only): "
+            "pass fast=False to lj.scan or lj.RNN for forward-mode autodiff"
+        ) from None
 
 
 __all__ = ["covers", "run_kernel", "same_float_dtype"]

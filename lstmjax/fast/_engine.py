@@ -7,9 +7,11 @@ optional ``prepare(xp_T)`` and three pure functions:
 * ``fwd_step(P, carry_in, xp) -> (carry_new, y, res)`` — one step that also returns
   the residuals ``res`` (gate activations) the backward pass needs (``xp`` is a step
   of ``kernel.prepare(xp_T)`` when the kernel defines it);
-* ``bwd_step(Q, carry_in, res, dcarry_new, dy) -> (dcarry_in, dxp)`` — its transpose
-  (``Q = bwd_consts(P)``: the parameters plus loop constants such as ``W_hᵀ``);
-* ``param_grads(P, carry_in_T, carry_new_T, res_T, dxp_T) -> dP`` — the
+* ``bwd_step(Q, carry_in, res, dcarry_new, dy) -> (dcarry_in, dxp[, aux])`` — its
+  transpose (``Q = bwd_consts(P)``: the parameters plus loop constants such as ``W_hᵀ``);
+  the optional ``aux`` (a pytree, linear in the cotangents) holds per-step cotangents the
+  parameter gradients need beyond ``dxp`` (the layer-norm LSTM's ``d(h W_h)``);
+* ``param_grads(P, carry_in_T, carry_new_T, res_T, dxp_T[, aux_T]) -> dP`` — the
   gradients of the recurrent parameters ``P``, computed *after* the reverse loop
   as single matmuls over all ``T*B`` rows (``dW_h = Σ_t h_{t-1}ᵀ dz_t``).
 
@@ -111,15 +113,15 @@ def make_scan(kernel, has_valid: bool, has_reset: bool, return_carries: bool, un
                 dc_new, dy = _zeros_where(valid, dc), _zeros_where(valid, dy)
             else:
                 dc_new = dc
-            dc_in, dxp = kernel.bwd_step(Q, c_in, r, dc_new, dy)
+            dc_in, dxp, *aux = kernel.bwd_step(Q, c_in, r, dc_new, dy)
             if has_valid:
                 dc_in = jax.tree.map(jnp.add, dc_in, _zeros_where(~valid, dc))
             if has_reset:
                 dc0 = jax.tree.map(jnp.add, dc0, _zeros_where(reset, dc_in))
                 dc_in = _zeros_where(~reset, dc_in)
-            return (dc_in, dc0), dxp
+            return (dc_in, dc0), (dxp, *aux)
 
-        (dc_first, dc0), dxp_T = jax.lax.scan(
+        (dc_first, dc0), (dxp_T, *aux_T) = jax.lax.scan(
             body,
             (d_final, zero0),
             (carry_in, res, dys, dcarries, valid_T, reset_T),
@@ -127,7 +129,7 @@ def make_scan(kernel, has_valid: bool, has_reset: bool, return_carries: bool, un
             unroll=unroll,
         )
         dcarry0 = jax.tree.map(jnp.add, dc_first, dc0) if has_reset else dc_first
-        dP = kernel.param_grads(P, carry_in, carries, res, dxp_T)
+        dP = kernel.param_grads(P, carry_in, carries, res, dxp_T, *aux_T)
         return dP, dcarry0, dxp_T, None, None
 
     run.defvjp(run_fwd, run_bwd)

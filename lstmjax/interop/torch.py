@@ -325,6 +325,12 @@ def _export_rnn(net: RNN, params) -> dict:
     net._check_params(params)
     if net.residual:
         raise ValueError("to_torch_state_dict: residual=True has no torch equivalent")
+    for name, off in (("zoneout", 0.0), ("weight_drop", 0.0), ("learn_initial_carry", False)):
+        if getattr(net, name) != off:
+            raise ValueError(
+                f"to_torch_state_dict: {name}={getattr(net, name)!r} has no torch equivalent "
+                f"(torch.nn.RNN/LSTM/GRU have no {name}); export an RNN without it"
+            )
     kinds = [_torch_kind(c) for c in net.cells]
     shape = {(k, c.hidden_size, c.output_size, c.use_bias, getattr(c, "activation", None))
              for k, c in zip(kinds, net.cells, strict=True)}

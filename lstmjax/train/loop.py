@@ -78,7 +78,7 @@ def make_trainer(cfg) -> Trainer:
     model = make_model(cfg.model, task.input_size, task.output_size)
     tx = make_optimizer(tc)
     total = tc.steps
-    stochastic = cfg.model.dropout > 0 or cfg.model.recurrent_dropout > 0
+    stochastic = model.net.needs_key  # dropout, zoneout or weight drop: train with a key
 
     def loss_fn(params, batch, key):
         outputs_BTO = model.apply(params, batch.inputs, batch.lengths, key, not stochastic)
@@ -107,7 +107,7 @@ def make_trainer(cfg) -> Trainer:
         loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, dropout_key)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params = model.constrain(optax.apply_updates(state.params, updates))
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(params)
         ok = active & finite
         state = state._replace(
@@ -131,7 +131,7 @@ def make_trainer(cfg) -> Trainer:
         )
         eval_step = jnp.minimum(state.step, total)
         eval_key = jax.random.fold_in(jax.random.fold_in(state.key, 2), eval_step)
-        batch = task.sample(eval_key, tc.eval_batch_size)
+        batch = getattr(task, "sample_eval", task.sample)(eval_key, tc.eval_batch_size)
         outputs_BTO = model.apply(state.params, batch.inputs, batch.lengths, None, True)
         evaluation = dict(task.evaluate(outputs_BTO, batch))
         diverged = state.diverged_step >= 0

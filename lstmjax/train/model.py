@@ -23,6 +23,11 @@ class Model(NamedTuple):
     apply: Callable[..., jax.Array]
     net: Any
 
+    def constrain(self, params):
+        """``params`` with the network's constraints applied (``lj.RNN.constrain``: e.g.
+        IndRNN's ``|u| <= recurrent_max``); the training loop calls it after every update."""
+        return {**params, "rnn": self.net.constrain(params["rnn"])}
+
 
 def make_model(model_cfg, input_size: int, output_size: int) -> Model:
     """Build the network described by a :class:`ModelConfig` for a task's input/output sizes.
@@ -43,6 +48,9 @@ def make_model(model_cfg, input_size: int, output_size: int) -> Model:
         recurrent_dropout=model_cfg.recurrent_dropout,
         proj_size=model_cfg.proj_size,
         residual=model_cfg.residual,
+        zoneout=model_cfg.zoneout,
+        weight_drop=model_cfg.weight_drop,
+        learn_initial_carry=model_cfg.learn_initial_carry,
     )
     width = net.output_size
 
