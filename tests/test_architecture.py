@@ -121,8 +121,20 @@ def test_experiment_report_is_a_module():
     assert isinstance(mod, types.ModuleType) and hasattr(mod, "write_report")
 
 
-def test_loading_quickstart_builds_each_cell_and_task_at_most_once_per_trial(monkeypatch):
-    """20 trials, 5 cells x 4 gaps: every construction of a cell or a task is counted."""
+GRID = """\
+name: grid
+task: {name: adding, length: 100}
+model: {cell: lstm, hidden_size: 32, options: {forget_bias: 1.0}}
+train: {seeds: 3}
+sweep: {model.cell: [rnn, lstm, peephole, cifg, gru], task.length: [25, 50, 100, 200]}
+"""
+
+
+@pytest.mark.parametrize("which", ["quickstart", "grid"])
+def test_loading_builds_each_cell_and_task_at_most_once_per_trial(monkeypatch, tmp_path, which):
+    """Every construction of a cell or a task while a config loads is counted: at most one per
+    trial validated (the quickstart's frontier validates each variant at its first and
+    largest gap; the grid is the former 20-trial quickstart, 5 cells x 4 gaps)."""
     from lstmjax import cells, experiment
     from lstmjax.cells._base import Cell
     from lstmjax.tasks.base import Task
@@ -142,9 +154,17 @@ def test_loading_quickstart_builds_each_cell_and_task_at_most_once_per_trial(mon
     monkeypatch.setattr(Cell, "__post_init__", count_cell)
     monkeypatch.setattr(Task, "__post_init__", count_task)
     # (cells and tasks whose classes define their own __post_init__ call super()'s)
-    path = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+    if which == "quickstart":
+        path = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+    else:
+        path = tmp_path / "grid.yaml"
+        path.write_text(GRID)
     cfg = experiment.load_config(path)
-    n_trials = len(experiment.expand(cfg))
-    assert n_trials == 20
+    if cfg.frontier is not None:
+        n_trials = 2 * len(experiment.expand(cfg))  # each variant at start and at max
+        assert n_trials == 6
+    else:
+        n_trials = len(experiment.expand(cfg))
+        assert n_trials == 20
     assert 0 < counts["cell"] <= n_trials, counts
     assert 0 < counts["task"] <= n_trials, counts
