@@ -494,10 +494,27 @@ class _Builder:
             raise _blame(cfg, point, format_validation_error(e.errors()[0], fields_at)) from None
         try:
             self._build_cell(trial.model)
-            self._build_task(trial.task)
+            task = self._build_task(trial.task)
         except ConfigError as e:
             raise _blame(cfg, point, str(e)) from None
+        if trial.eval is not None:
+            for length in trial.eval.lengths:
+                self._check_eval_length(trial, task, length)
         return trial
+
+    def _check_eval_length(self, trial: ExperimentConfig, task, length: int) -> None:
+        """The task at an evaluation length builds and feeds the same model."""
+        t = trial.task.model_copy(update={"length": length})
+        try:
+            other = self._build_task(t)
+        except ConfigError as e:
+            raise ConfigError(f"eval.lengths: {length}: {str(e).partition(': ')[2]}") from None
+        if (other.input_size, other.output_size) != (task.input_size, task.output_size):
+            raise ConfigError(
+                f"eval.lengths: {length}: {task.name} at length {length} has input/output sizes "
+                f"{other.input_size}/{other.output_size}, not the trained model's "
+                f"{task.input_size}/{task.output_size}; it cannot be evaluated there"
+            )
 
     def _once(self, key: str, build):
         if key not in self.built:

@@ -355,6 +355,14 @@ def _markdown(cfg, trials, table: str, plot_paths: list[Path], run_dir: Path,
         "## Trials\n",
         _trials_table(trials),
     ]
+    generalisation = length_table(trials)
+    if generalisation:
+        parts += [
+            "## Length generalisation\n",
+            "Each trained trial evaluated at other gaps (`eval.lengths`); entry: seeds solved / "
+            "seeds · median accuracy; **bold** = the training gap.\n",
+            generalisation,
+        ]
     damaged = [t["damaged"] for t in trials if t["damaged"]]
     if damaged:
         parts.append("## Damaged trials (left out)\n")
@@ -364,6 +372,64 @@ def _markdown(cfg, trials, table: str, plot_paths: list[Path], run_dir: Path,
         for p in plot_paths:
             parts.append(f"![{p.stem.replace('_', ' ')}]({p.relative_to(run_dir).as_posix()})\n")
     return "\n".join(parts)
+
+
+def length_table(trials: list[dict]) -> str:
+    """Markdown: one row per trained trial (variant, training gap), one column per evaluation
+    length; empty when no trial was evaluated at other lengths."""
+    import statistics
+
+    rows = [t for t in trials if t["summary"] is not None and t["summary"].length_eval]
+    if not rows:
+        return ""
+    lengths = sorted({e["length"] for t in rows for e in t["summary"].length_eval})
+    lines = ["| variant | trained at | " + " | ".join(f"gap {n}" for n in lengths) + " |",
+             "|:--|--:|" + "|:--" * len(lengths) + "|"]
+    for t in rows:
+        by = {e["length"]: e for e in t["summary"].length_eval}
+        cells = []
+        for n in lengths:
+            e = by.get(n)
+            if e is None:
+                cells.append("")
+                continue
+            text = f"{sum(e['solved'])}/{len(e['solved'])} · {statistics.median(e['accuracy']):.2f}"
+            cells.append(f"**{text}**" if e["trained"] else text)
+        lines.append(f"| {t['variant']} | {t['gap']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _length_plot(trials: list[dict], cfg):
+    import statistics
+
+    fig = _figure(6.8, 4.4)
+    ax = fig.add_subplot()
+    rows = [t for t in trials if t["summary"].length_eval]
+    variants = list(dict.fromkeys(t["variant"] for t in rows))
+    styles = ["-", "--", ":", "-."]
+    for t in rows:
+        i = variants.index(t["variant"])
+        gaps = sorted({r["gap"] for r in rows if r["variant"] == t["variant"]})
+        pts = sorted((e["length"], statistics.median(e["accuracy"]))
+                     for e in t["summary"].length_eval)
+        color = f"C{i % 10}"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, color=color,
+                ls=styles[gaps.index(t["gap"]) % 4], label=f"{t['variant']}, trained at {t['gap']}")
+        trained = [p for p in pts if p[0] == t["gap"]]
+        if trained:
+            ax.plot(*trained[0], marker="*", ms=12, color=color)
+    ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("evaluation gap (task.length), log scale; star: the training gap")
+    ax.set_ylabel("accuracy (median over seeds)")
+    ax.set_title(f"{cfg.name}: length generalisation ({cfg.task.name})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small")
+    return fig
 
 
 def _fmt_steps(x) -> str:
@@ -386,7 +452,7 @@ def _csv(v: Any) -> Any:
 
 
 PLOTS = ("solved_vs_gap.png", "learning_curves.png", "frontier.png", "gradient_flow.png",
-         "gates.png")
+         "gates.png", "length_generalisation.png")
 
 
 def _plots(run_dir: Path, trials: list[dict], cfg, frontier_rows=None) -> list[Path]:
@@ -401,6 +467,9 @@ def _plots(run_dir: Path, trials: list[dict], cfg, frontier_rows=None) -> list[P
     if frontier_rows is not None:
         paths.append(plots / PLOTS[2])
         _save(_frontier_plot(done, cfg, frontier_rows), paths[-1])
+    if any(t["summary"].length_eval for t in done):
+        paths.append(plots / PLOTS[5])
+        _save(_length_plot(done, cfg), paths[-1])
     chosen = _diagnosed(done)
     if chosen:
         paths.append(plots / PLOTS[3])

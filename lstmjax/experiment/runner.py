@@ -168,6 +168,38 @@ def _search_frontier(cfg: ExperimentConfig, variants: list[Trial], run_dir: Path
             summaries.append(summary)
 
 
+def evaluate_lengths(trainer, cfg: ExperimentConfig, state) -> list[dict]:
+    """Length generalisation: the trained parameters of every seed evaluated at each
+    ``eval.lengths`` value of ``task.length`` on a fresh batch (``fold_in(seed key, 4)``, the
+    same for every length's draw of a seed). Returns one dict per length: ``length``,
+    ``trained`` (whether it is the training length) and per-seed lists ``loss``,
+    ``loss_vs_chance``, ``accuracy``, ``solved``."""
+    import jax
+    import numpy as np
+
+    from lstmjax import tasks
+    from lstmjax._util import hashable
+
+    batch_size = cfg.eval.batch_size or cfg.train.eval_batch_size
+    out = []
+    for length in cfg.eval.lengths:
+        task = tasks.make(cfg.task.name, length=length, **hashable(cfg.task.params))
+
+        def one(params, key, task=task):
+            sample = getattr(task, "sample_eval", task.sample)
+            batch = sample(jax.random.fold_in(key, 4), batch_size)
+            outputs = trainer.model.apply(params, batch.inputs, batch.lengths, None, True)
+            return task.evaluate(outputs, batch)
+
+        metrics = jax.device_get(jax.jit(jax.vmap(one))(state.params, state.key))
+        entry = {"length": length, "trained": length == cfg.task.length}
+        for name in ("loss", "loss_vs_chance", "accuracy", "solved"):
+            values = np.asarray(metrics[name])
+            entry[name] = [bool(v) if name == "solved" else float(v) for v in values]
+        out.append(entry)
+    return out
+
+
 def _missing_evaluations(lines: list[dict], step: int, every: int) -> int:
     """How many evaluations up to ``step`` have no metric line (every evaluation has a line of
     at least one active seed: the loop stops when all seeds are frozen)."""
@@ -327,6 +359,8 @@ def run_trial(
         seed_steps_per_s=throughput,
         resumed_from_step=restored,
     )
+    if cfg.eval is not None and cfg.eval.lengths:
+        summary = summary.replace(length_eval=evaluate_lengths(trainer, cfg, state))
     write_metrics(trial_dir / METRICS_FILE, lines)
     if diag is not None:
         write_diagnostics(trial_dir / DIAGNOSTICS_FILE, diag_lines)

@@ -50,6 +50,8 @@ Defaults shown; only ``task.name`` is required::
                                # gap per variant (lstmjax.experiment.frontier)
     diagnostics: null          # {every: 500, batch_size: 32, num_probes: 8}: gradient flow and
                                # gate statistics at step 0 and every N steps (diagnostics.jsonl)
+    eval: null                 # {lengths: [50, 100, 200]}: evaluate each trained trial at other
+                               # gaps too (length generalisation; summary.json, report)
     output:
       dir: runs
       checkpoint_every: 500    # steps (at the next chunk boundary)
@@ -79,6 +81,7 @@ __all__ = [
     "OutputConfig",
     "FrontierConfig",
     "DiagnosticsConfig",
+    "EvalConfig",
     "SECTIONS",
     "SWEEPABLE",
     "fields_at",
@@ -268,6 +271,26 @@ class FrontierConfig(_Section):
         return self
 
 
+class EvalConfig(_Section):
+    """Length generalisation: each trained trial is also evaluated at these gaps."""
+
+    lengths: tuple[int, ...] = ()  # values of task.length (the training one may be among them)
+    batch_size: int | None = Field(None, ge=1, le=MAX_SIZE)  # default: train.eval_batch_size
+
+    @field_validator("lengths", mode="before")
+    @classmethod
+    def _lengths(cls, v):
+        if isinstance(v, list):
+            v = tuple(v)
+        if isinstance(v, tuple):
+            for x in v:
+                if isinstance(x, bool) or not isinstance(x, int) or not 1 <= x <= MAX_LENGTH:
+                    raise ValueError(f"lengths: expected integers in [1, {MAX_LENGTH}], got {x!r}")
+            if len(set(v)) != len(v):
+                raise ValueError(f"lengths: {list(v)} lists a length twice")
+        return v
+
+
 class DiagnosticsConfig(_Section):
     """Gradient flow and gate statistics during training (lstmjax.experiment.diagnose)."""
 
@@ -292,6 +315,7 @@ class ExperimentConfig(_Section):
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     frontier: FrontierConfig | None = None
     diagnostics: DiagnosticsConfig | None = None
+    eval: EvalConfig | None = None
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     @field_validator("name")
