@@ -285,9 +285,9 @@ class EvalConfig(_Section):
         if isinstance(v, tuple):
             for x in v:
                 if isinstance(x, bool) or not isinstance(x, int) or not 1 <= x <= MAX_LENGTH:
-                    raise ValueError(f"lengths: expected integers in [1, {MAX_LENGTH}], got {x!r}")
+                    raise ValueError(f"expected integers in [1, {MAX_LENGTH}], got {x!r}")
             if len(set(v)) != len(v):
-                raise ValueError(f"lengths: {list(v)} lists a length twice")
+                raise ValueError(f"{list(v)} lists a length twice")
         return v
 
 
