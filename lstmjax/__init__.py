@@ -14,7 +14,9 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("cells", "init", "tasks", "interop", "train", "experiment", "rnn", "fast")
+_SUBMODULES = (
+    "cells", "init", "tasks", "interop", "train", "experiment", "rnn", "fast", "diagnostics",
+)
 _FROM_RNN = ("scan", "RNN")
 
 __all__ = [*_SUBMODULES, *_FROM_RNN, "__version__"]
