@@ -3,17 +3,20 @@
     cfg = lj.experiment.load_config("configs/quickstart.yaml", overrides=["train.steps=200"])
     summary = lj.experiment.run(cfg, out_dir="runs/quickstart")    # trains, then reports
     lj.experiment.write_report("runs/quickstart")                   # rebuild the report
+    df = lj.experiment.load_results("runs/quickstart")              # pandas, one row per seed
 
 Modules, in the order data flows: ``schema`` (the config models), ``config`` (YAML, ``--set``
 overrides, one-pass validation), ``errors`` (one-line messages), ``sweep`` (trials),
 ``runner`` (training), ``summary`` (the per-trial record), ``rundir`` (the directory's files),
-``report`` (tables and plots), ``api`` (``run``: runner then report).
+``report`` (tables and plots), ``api`` (``run``: runner then report), ``loggers``
+(TensorBoard, W&B), ``results`` (DataFrames).
 """
 
 from lstmjax.experiment import report  # the module; calling it is a deprecated alias
 from lstmjax.experiment.api import run
 from lstmjax.experiment.config import ConfigError, ExperimentConfig, from_dict, load_config
 from lstmjax.experiment.report import write_report
+from lstmjax.experiment.results import load_metrics, load_results
 from lstmjax.experiment.rundir import RunError, load_run_config, read_metrics
 from lstmjax.experiment.summary import SeedResult, TrialSummary
 from lstmjax.experiment.sweep import Trial, expand
@@ -28,6 +31,8 @@ __all__ = [
     "expand",
     "from_dict",
     "load_config",
+    "load_metrics",
+    "load_results",
     "load_run_config",
     "read_metrics",
     "report",

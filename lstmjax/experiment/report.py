@@ -46,7 +46,8 @@ from lstmjax.experiment.rundir import (
 )
 from lstmjax.experiment.sweep import GAP_KEY, expand, format_value, swept_keys
 
-__all__ = ["write_report", "collect", "results_rows", "headline_table", "RESULT_COLUMNS"]
+__all__ = ["write_report", "collect", "results_rows", "result_columns", "headline_table",
+           "RESULT_COLUMNS"]
 
 RESULT_COLUMNS = [
     "trial", "variant", "task", "cell", "length", "seed", "solved", "steps_to_solve",
@@ -70,9 +71,7 @@ def write_report(
     dest = Path(os.path.expanduser(os.fspath(out))) if out is not None else run_dir
     _check_destination(run_dir, dest, out is not None)
     rows = results_rows(trials)
-    extra = [cfg.frontier.key] if cfg.frontier else []
-    swept = [k for k in swept_keys(cfg) + extra if k not in ("model.cell", GAP_KEY)]
-    columns = RESULT_COLUMNS + swept
+    columns = result_columns(cfg)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
@@ -246,6 +245,14 @@ def _collect(run_dir: Path):
             "diagnostics": read_diagnostics(tdir / DIAGNOSTICS_FILE) if summary else [],
         })
     return cfg, out, found
+
+
+def result_columns(cfg) -> list[str]:
+    """results.csv's columns: :data:`RESULT_COLUMNS`, then the swept keys (and a frontier's
+    key) other than ``model.cell`` and ``task.length`` (the ``cell`` and ``length`` columns)."""
+    extra = [cfg.frontier.key] if cfg.frontier else []
+    return RESULT_COLUMNS + [k for k in swept_keys(cfg) + extra
+                             if k not in ("model.cell", GAP_KEY)]
 
 
 def results_rows(trials: list[dict]) -> list[dict]:
@@ -541,7 +548,11 @@ def _gate_series(t: dict) -> dict[str, tuple[list, list]]:
         tau = (gates.get("timescale") or {}).get("median")
         if g is None:
             continue
-        by_step.setdefault(d["step"], []).append((g["mean"], g["frac_high"], tau))
+        if keep.startswith("1-"):  # keep = 1 - g: its mean is 1 - mean g, high when g is low
+            mean, high = 1.0 - g["mean"], g["frac_low"]
+        else:
+            mean, high = g["mean"], g["frac_high"]
+        by_step.setdefault(d["step"], []).append((mean, high, tau))
     if not by_step:
         return {}
     steps = sorted(by_step)

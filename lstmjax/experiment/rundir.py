@@ -10,6 +10,7 @@
       <trial>/diagnostics.jsonl  gradient flow and gate statistics (with `diagnostics:`)
       <trial>/summary.json     the trial's TrialSummary; its presence marks the trial finished
       results.csv, report.md, plots/   written by lstmjax.experiment.report
+      tensorboard/<trial>/seed-<s>/, wandb/   with output.loggers (lstmjax.experiment.loggers)
 
 The runner (training) and the report (tables, plots) both go through this module; neither
 imports the other. Rules that keep a run directory intact, whatever the user points at:
@@ -44,7 +45,8 @@ from lstmjax.experiment.summary import SummaryError, TrialSummary
 __all__ = [
     "CONFIG_FILE", "METRICS_FILE", "DIAGNOSTICS_FILE", "SUMMARY_FILE", "CHECKPOINT_DIR",
     "CHECKSUM_FILE",
-    "RESULTS_FILE", "REPORT_FILE", "PLOTS_DIR", "LOCK_FILE", "RUN_FILES", "TRIAL_FILES",
+    "RESULTS_FILE", "REPORT_FILE", "PLOTS_DIR", "LOCK_FILE", "WANDB_DIR", "RUN_FILES",
+    "TRIAL_FILES",
     "RunError", "DamagedFile", "Checkpointer", "RunLock", "run_dir_for", "read_yaml",
     "write_config", "check_same_config", "check_no_links", "plan_run", "plan_trials",
     "read_metrics",
@@ -61,6 +63,7 @@ RESULTS_FILE = "results.csv"
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
 LOCK_FILE = ".lstmjax.lock"
+WANDB_DIR = "wandb"  # the wandb logger's offline runs (lstmjax.experiment.loggers)
 RUN_FILES = (CONFIG_FILE, RESULTS_FILE, REPORT_FILE)  # atomically written at the top level
 TRIAL_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKSUM_FILE, DIAGNOSTICS_FILE)
 
@@ -152,7 +155,9 @@ def load_run_config(run_dir: str | os.PathLike) -> ExperimentConfig:
 
 
 def check_no_links(run_dir: Path) -> None:
-    """Refuse a run directory that holds a symbolic link anywhere inside it."""
+    """Refuse a run directory that holds a symbolic link anywhere inside it -- except inside
+    ``wandb/``, which the wandb package writes (its logs link to its cache) and lstmjax never
+    writes into."""
     if not run_dir.is_dir():
         return
     for root, dirs, files in os.walk(run_dir):
@@ -163,6 +168,8 @@ def check_no_links(run_dir: Path) -> None:
                     f"{p}: is a symbolic link inside the run directory; lstmjax does not write "
                     "through links (replace it by the directory or file itself)"
                 )
+        if Path(root) == run_dir and WANDB_DIR in dirs:
+            dirs.remove(WANDB_DIR)
 
 
 def _check_creatable(run_dir: Path) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from lstmjax._io import atomic_write_text, remove_stale_temporaries
-from lstmjax.experiment import frontier
+from lstmjax.experiment import frontier, loggers
 from lstmjax.experiment.config import to_dict
 from lstmjax.experiment.diagnose import Diagnoser, read_diagnostics, write_diagnostics
 from lstmjax.experiment.progress import Reporter, make_reporter, position_label
@@ -82,6 +82,7 @@ def run_trials(
     run_dir = run_dir_for(cfg, out_dir)
     trials = expand(cfg)  # with a frontier: the variants (the gap is searched)
     check_dtypes(trials)
+    loggers.check_loggers(cfg)
     check_fits(trials if cfg.frontier is None else
                [frontier.probe(cfg, v, cfg.frontier.start, 0) for v in trials])
     RunLock(run_dir, force=force_unlock).check()
@@ -97,21 +98,24 @@ def run_trials(
     result: dict[str, Any] = {"name": cfg.name, "run_dir": str(run_dir)}
     with RunLock(run_dir, force=force_unlock):
         prepare(run_dir, to_dict(cfg))
+        sinks = loggers.open_run(cfg, run_dir)
         try:
             if cfg.frontier is None:
-                summaries = _train(trials, plan, run_dir, reporter, len(trials))
+                summaries = _train(trials, plan, run_dir, reporter, len(trials), sinks)
             else:
-                summaries, found = _search_frontier(cfg, trials, run_dir, reporter, resume)
+                summaries, found = _search_frontier(cfg, trials, run_dir, reporter, resume,
+                                                    sinks)
                 result["frontier"] = frontier.rows(trials, found)
         finally:
             reporter.close()
+            sinks.close()
     result["wall_time_s"] = time.monotonic() - t0
     result["trials"] = [s.to_json() for s in summaries]
     return result
 
 
 def _train(trials: list[Trial], plan: dict[str, str], run_dir: Path, reporter: Reporter,
-           count: int) -> list[TrialSummary]:
+           count: int, sinks: loggers.Loggers | None = None) -> list[TrialSummary]:
     """Train ``trials`` one after another (each trial's seeds in one program), compiling the
     next trial's program in a thread while the current one trains (XLA releases the GIL while
     compiling, and one small model leaves a core idle)."""
@@ -132,7 +136,7 @@ def _train(trials: list[Trial], plan: dict[str, str], run_dir: Path, reporter: R
             summaries.append(run_trial(
                 trial, run_dir / trial.name, resume=plan[trial.name] != "new",
                 reporter=reporter, count=count,
-                compiled=future.result() if future else None,
+                compiled=future.result() if future else None, sinks=sinks,
             ))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -140,7 +144,7 @@ def _train(trials: list[Trial], plan: dict[str, str], run_dir: Path, reporter: R
 
 
 def _search_frontier(cfg: ExperimentConfig, variants: list[Trial], run_dir: Path,
-                     reporter: Reporter, resume: bool):
+                     reporter: Reporter, resume: bool, sinks: loggers.Loggers | None = None):
     """Rounds of probes, one per unfinished variant, until every variant's search is done
     (:func:`lstmjax.experiment.frontier.plan`); returns (summaries, frontier per variant)."""
     from lstmjax.experiment.resources import check_fits
@@ -162,7 +166,7 @@ def _search_frontier(cfg: ExperimentConfig, variants: list[Trial], run_dir: Path
         check_fits(probes)
         states = plan_trials(run_dir, probes) if resume else {t.name: "new" for t in probes}
         for (v, trial), summary in zip(
-            batch, _train(probes, states, run_dir, reporter, 0), strict=True
+            batch, _train(probes, states, run_dir, reporter, 0, sinks), strict=True
         ):
             known[v.name][int(trial.gap)] = summary.solved_fraction
             summaries.append(summary)
@@ -248,6 +252,7 @@ def run_trial(
     reporter: Reporter | None = None,
     count: int = 1,
     compiled: CompiledTrial | None = None,
+    sinks: loggers.Loggers | None = None,
 ) -> TrialSummary:
     """Train one trial (all its seeds in one program) in ``trial_dir``; returns its summary.
 
@@ -315,6 +320,11 @@ def run_trial(
                           if d["step"] <= restored]
         if not diag_lines:  # at initialisation (or rebuilt: every seed starts the same way)
             diag_lines = diag.lines(compiled.init(*_init_args(cfg)), 0)
+    # the other loggers (lstmjax.experiment.loggers) get only records after the checkpoint
+    sinks = loggers.Loggers() if sinks is None else sinks
+    sinks.open_trial(trial, resumed_from=restored)
+    if restored is None:
+        sinks.diagnostics(trial, diag_lines)
 
     step = int(state.step[0])
     total = tc.steps
@@ -329,7 +339,9 @@ def run_trial(
         metrics = jax.device_get(metrics)
         if first_chunk_s is None:
             first_chunk_s = time.monotonic() - t
-        lines += _metric_lines(metrics, seeds)
+        new_lines = _metric_lines(metrics, seeds)
+        lines += new_lines
+        sinks.metrics(trial, new_lines)
         new_step = int(metrics["step"][0])
         steps_run += new_step - step
         step = new_step
@@ -337,7 +349,9 @@ def run_trial(
         reporter.update(step, *status)
         done = step >= total or _all_frozen(state, tc.early_stop)
         if diag is not None and (done or diag.due(step - tc.eval_every, step)):
-            diag_lines += diag.lines(state, step)
+            new_diag = diag.lines(state, step)
+            diag_lines += new_diag
+            sinks.diagnostics(trial, new_diag)
         if done or step - last_saved >= cfg.output.checkpoint_every:
             write_metrics(trial_dir / METRICS_FILE, lines)
             if diag is not None:
@@ -365,6 +379,7 @@ def run_trial(
     if diag is not None:
         write_diagnostics(trial_dir / DIAGNOSTICS_FILE, diag_lines)
     write_summary(summary_path, summary)
+    sinks.close_trial(trial)
     note = "" if restored is None else f" (resumed from step {restored})"
     reporter.end_trial(step, *_status(lines, seeds, state), note)
     return summary

@@ -58,6 +58,10 @@ Defaults shown; only ``task.name`` is required::
       keep_checkpoints: 1
       plots: true
       progress: auto           # auto | rich | plain | none
+      loggers: [jsonl]         # also tensorboard, wandb (lstmjax.experiment.loggers); jsonl
+                               # (metrics.jsonl) is always written
+      wandb: {mode: offline, project: lstmjax, entity: null, group: null, tags: []}
+                               # group null: the experiment name; online needs `wandb login`
 
 This module checks types, ranges and the relations inside one section; what needs the cell
 and task registries (names, options, task parameters) is checked by
@@ -79,6 +83,7 @@ __all__ = [
     "ModelConfig",
     "TrainConfig",
     "OutputConfig",
+    "WandbConfig",
     "FrontierConfig",
     "DiagnosticsConfig",
     "EvalConfig",
@@ -244,6 +249,27 @@ class TrainConfig(_Section):
         return self
 
 
+def _loggers(value: Any) -> Any:
+    """``loggers: tensorboard`` or a list of names, each once (jsonl is always written)."""
+    value = [value] if isinstance(value, str) else value
+    if isinstance(value, (list, tuple)):
+        dupes = [v for v in value if value.count(v) > 1]
+        if dupes:
+            raise ValueError(f"{dupes[0]!r} is listed twice")
+        return tuple(value)
+    return value
+
+
+class WandbConfig(_Section):
+    """``output.wandb``: where the ``wandb`` logger sends its runs -- offline unless told."""
+
+    mode: Literal["offline", "online"] = "offline"
+    project: str = Field("lstmjax", min_length=1)
+    entity: str | None = None
+    group: str | None = None  # default: the experiment name
+    tags: Annotated[tuple[str, ...], BeforeValidator(_pair)] = ()
+
+
 class OutputConfig(_Section):
     """Where results go and how often training state is checkpointed."""
 
@@ -252,6 +278,9 @@ class OutputConfig(_Section):
     keep_checkpoints: int = Field(1, ge=1, le=1000)
     plots: bool = True
     progress: Literal["auto", "rich", "plain", "none"] = "auto"
+    loggers: Annotated[tuple[Literal["jsonl", "tensorboard", "wandb"], ...],
+                       BeforeValidator(_loggers)] = ("jsonl",)
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
 
 
 class FrontierConfig(_Section):
