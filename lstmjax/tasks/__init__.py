@@ -11,6 +11,8 @@
 
 Every task takes the gap/length parameter ``length``; see each class for what it
 sets (delay, sequence length, or string-length cap) and for the exact definition.
+``digits`` and ``mnist1d`` need the optional ``data`` extra (``pip install
+'lstmjax[data]'``); they evaluate on a held-out split through ``task.sample_eval``.
 """
 
 from __future__ import annotations
@@ -19,21 +21,44 @@ import dataclasses
 import difflib
 
 from lstmjax.tasks.adding import Adding1997Task, AddingTask, MultiplicationTask
-from lstmjax.tasks.base import Batch, Task
+from lstmjax.tasks.base import Batch, MissingExtraError, Task
+from lstmjax.tasks.chomsky import (
+    CycleNavigationTask,
+    EvenPairsTask,
+    ModularArithmeticTask,
+    ParityTask,
+    ReverseStringTask,
+    StackManipulationTask,
+)
 from lstmjax.tasks.copying import CopyTask, SelectiveCopyTask, VariableCopyTask
+from lstmjax.tasks.datasets import DigitsTask, Mnist1dTask
 from lstmjax.tasks.lag import NoiseFreeLagTask
+from lstmjax.tasks.listops import ListOpsTask
 from lstmjax.tasks.reber import EmbeddedReberTask
+from lstmjax.tasks.recall import AssociativeRecallTask, InductionHeadTask
 from lstmjax.tasks.temporal_order import TemporalOrderTask
 
 __all__ = [
     "Adding1997Task",
     "AddingTask",
+    "AssociativeRecallTask",
     "Batch",
     "CopyTask",
+    "CycleNavigationTask",
+    "DigitsTask",
     "EmbeddedReberTask",
+    "EvenPairsTask",
+    "InductionHeadTask",
+    "ListOpsTask",
+    "MissingExtraError",
+    "Mnist1dTask",
+    "ModularArithmeticTask",
     "MultiplicationTask",
     "NoiseFreeLagTask",
+    "ParityTask",
+    "ReverseStringTask",
     "SelectiveCopyTask",
+    "StackManipulationTask",
     "Task",
     "TemporalOrderTask",
     "VariableCopyTask",
@@ -56,6 +81,17 @@ _REGISTRY: dict[str, type[Task]] = {
         SelectiveCopyTask,
         NoiseFreeLagTask,
         EmbeddedReberTask,
+        AssociativeRecallTask,
+        InductionHeadTask,
+        ParityTask,
+        EvenPairsTask,
+        CycleNavigationTask,
+        ModularArithmeticTask,
+        StackManipulationTask,
+        ReverseStringTask,
+        ListOpsTask,
+        DigitsTask,
+        Mnist1dTask,
     )
 }
 
@@ -102,7 +138,11 @@ def describe() -> list[dict]:
     loss_type, input/output size and seq_len at the defaults, source, summary."""
     rows = []
     for name in names():
-        task = make(name)
+        try:
+            task = make(name)
+        except MissingExtraError as e:  # listed all the same, without the numbers
+            rows.append(_unavailable_row(name, str(e)))
+            continue
         rows.append(
             {
                 "name": name,
@@ -113,10 +153,29 @@ def describe() -> list[dict]:
                 "output_size": task.output_size,
                 "seq_len": task.seq_len,
                 "source": task.source,
-                "summary": " ".join((type(task).__doc__ or "").strip().split("\n\n")[0].split()),
+                "summary": _summary(type(task)),
             }
         )
     return rows
+
+
+def _summary(cls) -> str:
+    return " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+
+
+def _unavailable_row(name: str, why: str) -> dict:
+    cls = get(name)
+    return {
+        "name": name,
+        "params": parameters(name),
+        "chance_loss": float("nan"),
+        "loss_type": cls.loss_type,
+        "input_size": None,
+        "output_size": None,
+        "seq_len": None,
+        "source": cls.source,
+        "summary": f"{_summary(cls)} [unavailable: {why.split(': ', 1)[-1]}]",
+    }
 
 
 def format_table(rows: list[dict] | None = None) -> str:

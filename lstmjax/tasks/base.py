@@ -4,6 +4,8 @@ A task is a frozen dataclass of static hyperparameters (hashable, so it can be a
 static argument to ``jax.jit``) whose methods are pure functions:
 
 * ``sample(key, batch_size) -> Batch`` draws a fresh batch on device;
+* ``sample_eval(key, batch_size) -> Batch`` draws an evaluation batch (the same as
+  ``sample`` unless the task has a held-out test split, e.g. ``digits``);
 * ``loss(outputs, batch)`` is the training loss;
 * ``evaluate(outputs, batch)`` returns metrics including the paper's ``solved``.
 
@@ -28,6 +30,28 @@ from typing import ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+class MissingExtraError(ImportError, ValueError):
+    """A task needs an optional dependency that is not installed (a ValueError too, so
+    config validation reports it like any bad task parameter)."""
+
+
+def require_extra(task: str, module: str, package: str, extra: str = "data") -> None:
+    """Raise a one-line MissingExtraError unless ``module`` can be imported."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise MissingExtraError(
+            f"{task}: needs the optional dependency {package!r}; "
+            f"install it with: pip install 'lstmjax[{extra}]'"
+        )
+
+
+def entropy(p, axis=-1):
+    """Entropy in nats of the distribution(s) ``p`` along ``axis`` (NumPy; 0 ln 0 = 0)."""
+    p = np.asarray(p, np.float64)
+    return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=axis)
 
 
 class Batch(NamedTuple):
@@ -103,13 +127,19 @@ class Task:
     # -- sampling ---------------------------------------------------------------------
     def sample(self, key: jax.Array, batch_size: int) -> Batch:
         """Draw a batch of ``batch_size`` (a static Python int) sequences from ``key``."""
+        return self._sample(key, self._checked_batch_size(batch_size))
+
+    def _checked_batch_size(self, batch_size) -> int:
         if isinstance(batch_size, jax.core.Tracer):
             raise ValueError(
                 f"{self.name}: batch_size must be a static Python int, got a traced value; "
                 "mark it static (jax.jit(task.sample, static_argnums=1))"
             )
-        batch_size = check_int(self.name, "batch_size", batch_size, 1)
-        return self._sample(key, batch_size)
+        return check_int(self.name, "batch_size", batch_size, 1)
+
+    def sample_eval(self, key: jax.Array, batch_size: int) -> Batch:
+        """An evaluation batch: ``sample`` unless the task has a held-out test split."""
+        return self.sample(key, batch_size)
 
     def _sample(self, key: jax.Array, batch_size: int) -> Batch:
         raise NotImplementedError
@@ -141,6 +171,10 @@ class Task:
         """Bool [B]: whether each sequence is processed correctly (the paper's criterion)."""
         raise NotImplementedError
 
+    def accuracy(self, outputs, batch: Batch):
+        """The paper's accuracy; default: the fraction of sequences ``correct``."""
+        return jnp.mean(self.correct(outputs, batch).astype(jnp.float32))
+
     def is_solved(self, loss, accuracy):
         """Default: solved when the fraction of correct sequences >= ``solved_threshold``."""
         return accuracy >= self.solved_threshold
@@ -152,11 +186,12 @@ class Task:
         """Metrics on one batch (pure jnp; jit- and vmap-able).
 
         ``loss`` (as ``self.loss``), ``loss_vs_chance`` (loss / chance_loss),
-        ``accuracy`` (fraction of sequences correct per the paper's criterion) and
+        ``accuracy`` (``self.accuracy``: by default the fraction of sequences correct per
+        the paper's criterion; some tasks use the paper's token accuracy) and
         ``solved`` (bool scalar; see the task's docstring), plus task-specific extras.
         """
         loss = self.loss(outputs, batch)
-        accuracy = jnp.mean(self.correct(outputs, batch).astype(jnp.float32))
+        accuracy = self.accuracy(outputs, batch)
         metrics = {
             "loss": loss,
             "loss_vs_chance": loss / jnp.float32(self.chance_loss),
