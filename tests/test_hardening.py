@@ -381,13 +381,14 @@ def test_11_sizes_that_cannot_fit_are_refused_before_writing(tmp_path, capsys, o
     assert not out.exists()
 
 
-def test_11_the_memory_estimate_is_of_the_right_order():
-    """The estimate against a hand count for the quickstart's largest trial."""
+def test_11_the_memory_estimate_is_of_the_right_order(tmp_path):
+    """The estimate against a hand count for a gru trial at gap 200 (3 seeds, hidden 32)."""
     from lstmjax.experiment import expand
     from lstmjax.experiment.resources import estimate_bytes
 
-    root = Path(__file__).resolve().parents[1]
-    trial = expand(load_config(root / "configs" / "quickstart.yaml"))[-1]  # gru, gap 200
+    grid = ("name: g\ntask: {name: adding, length: 100}\nmodel: {cell: lstm, hidden_size: 32}\n"
+            "train: {seeds: 3}\nsweep: {model.cell: [rnn, gru], task.length: [25, 200]}\n")
+    trial = expand(load_config(_write(tmp_path, grid)))[-1]  # gru, gap 200
     T, H, P, B_e, S = 200, 32, 3 * 32, 256, 3
     act = B_e * T * (P + 3 * H)  # the evaluation batch dominates the training batch (2 * 32)
     n_params = 2 * P + H * P + P + H + 1
