@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 __all__ = ["main", "build_parser"]
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `lstmjax list tasks | head`
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- silence the flush at exit
@@ -86,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; continue with `lstmjax run CONFIG --resume`", file=sys.stderr)
         return 130
+
+
+def _one_line(message: str) -> str:
+    """Control characters a user typed (a newline in a key, a stray carriage return) shown as
+    escapes, so an error is always one line."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], message)
 
 
 def _run(args) -> int:

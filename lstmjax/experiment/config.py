@@ -246,8 +246,9 @@ def parse_override(item: str) -> tuple[str, Any]:
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", key):
+        shown = item if item.isprintable() else repr(item)
         raise ConfigError(
-            f"--set {item}: expected key=value with a dotted key, "
+            f"--set {shown}: expected key=value with a dotted key, "
             "e.g. train.learning_rate=3e-4"
         )
     return key, _parse_yaml(text, f"--set {key}") if text.strip() else ""
