@@ -70,6 +70,7 @@ class _StopAfter(Reporter):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_same_diagnostics(diagnosed, tmp_path):
     _, cfg = _cfg(tmp_path, overrides=["model.cell=lstm"])  # the sweep's lstm trial alone
     out = tmp_path / "run"

@@ -28,6 +28,7 @@ def _load(tmp_path, text=TINY, overrides=()):
     return load_config(path, list(overrides))
 
 
+@pytest.mark.slow
 def test_trained_trials_are_evaluated_at_other_lengths(tmp_path):
     cfg = _load(tmp_path)
     out = tmp_path / "run"

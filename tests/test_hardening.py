@@ -212,6 +212,7 @@ def test_04_a_stale_lock_is_taken_over_and_released(tmp_path, capsys):
     assert (out / "default" / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_04_force_unlock_takes_over_a_lock_from_another_host(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
@@ -257,7 +258,7 @@ def _corrupt_newest_checkpoint(trial: Path) -> Path:
     return data
 
 
-@pytest.mark.parametrize("keep", [2, 1])
+@pytest.mark.parametrize("keep", [2, pytest.param(1, marks=pytest.mark.slow)])
 def test_05_corrupt_checkpoint_falls_back_or_restarts_with_a_warning(long_ref, tmp_path, keep,
                                                                      capsys):
     text, expected = long_ref
@@ -293,6 +294,7 @@ def test_06_float64_without_x64_is_refused_and_mixed_sweeps_too(tmp_path):
         run(mixed, out_dir=tmp_path / "b")
 
 
+@pytest.mark.slow
 def test_06_cli_runs_a_float64_config_in_float64(tmp_path):
     path = _write(tmp_path, TINY)
     script = textwrap.dedent(f"""
@@ -433,8 +435,11 @@ def test_13_long_run_names_are_refused_and_long_trial_names_shortened(tmp_path, 
 # ---- 14. damaged files: report skips and names them, resume re-runs them -------------------------
 
 
-@pytest.mark.parametrize("damage", ["truncated-metrics", "truncated-summary", "empty-summary",
-                                    "list-summary", "binary-summary"])
+@pytest.mark.parametrize("damage", [
+    "truncated-metrics", "empty-summary",
+    *(pytest.param(d, marks=pytest.mark.slow)
+      for d in ("truncated-summary", "list-summary", "binary-summary")),
+])
 def test_14_report_skips_a_damaged_trial_and_reports_the_rest(ref, tmp_path, capsys, damage):
     run_dir, sw = ref
     r = tmp_path / "r"
@@ -607,6 +612,7 @@ def test_20_bench_ignores_benchmarks_in_the_current_directory(tmp_path, capsys, 
 # ---- 21. a lost learning curve is reported -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_21_resume_after_metrics_were_deleted_warns(long_ref, tmp_path, capsys):
     text, _ = long_ref
     cfg = load_config(_write(tmp_path, text))

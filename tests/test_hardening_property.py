@@ -107,7 +107,7 @@ def _check(root: Path, text: str, overrides: list[str], existing: bool, resume: 
         assert after["run/.draft.tmp"] == before["run/.draft.tmp"]
 
 
-_SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,  # the same cases in CI
+_SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,  # the same cases in CI
                      suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
