@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: run test test-all bench lint clean
+.PHONY: run test test-all bench bench-long lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,10 @@ test-all: $(STAMP_TEST)
 
 bench: $(STAMP_TEST)
 	$(BIN)/python -m benchmarks.run
+
+# opt-in (tens of minutes): train step and peak RSS at T = 1k..100k, with and without remat
+bench-long: $(STAMP_TEST)
+	$(BIN)/python -m benchmarks.run --long
 
 lint: $(STAMP_TEST)
 	$(BIN)/ruff check .

@@ -1,7 +1,8 @@
 """The ``lstmjax`` command (also ``python -m lstmjax``)::
 
     lstmjax run CONFIG [--set key=value ...] [--out DIR] [--resume] [--force-unlock]
-                       [--progress MODE]
+                       [--progress MODE] [--devices N]
+                       [--coordinator HOST:PORT --num-processes P --process-id I]
     lstmjax report RUN_DIR [--out DIR] [--no-plots]
     lstmjax diagnose RUN_DIR
     lstmjax list cells|tasks
@@ -9,8 +10,9 @@
 
 Config and run-directory problems print ``error: <key.path>: <problem>`` and exit with status 2,
 without a traceback and without writing anything. Process-global settings are made here, at
-program entry, never at library import: the allocator tuning and, for float64 configs, 64-bit
-JAX.
+program entry, never at library import: the allocator tuning, XLA's optimisation level (2:
+faster compiles, equal speed), on CPU one XLA device per core (so trials train concurrently;
+``--devices``), and, for float64 configs, 64-bit JAX.
 """
 
 from __future__ import annotations
@@ -43,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "is gone, e.g. on another host)")
     p.add_argument("--progress", choices=["auto", "rich", "plain", "none"],
                    help="progress display (default: output.progress, 'auto')")
+    p.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="several processes (hosts) on one shared --out directory: the "
+                   "jax.distributed coordinator (process 0's address)")
+    p.add_argument("--num-processes", type=_positive_int, metavar="P",
+                   help="with --coordinator: how many processes take part")
+    p.add_argument("--process-id", type=int, metavar="I",
+                   help="with --coordinator: this process's index, 0..P-1")
+    p.add_argument("--devices", type=_positive_int, metavar="N",
+                   help="local devices to train on, one trial per device at a time (default: "
+                   "output.devices, else all; on CPU one device per core)")
 
     p = sub.add_parser("report", help="write results.csv, report.md and plots for a run directory")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -89,6 +101,67 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device count (1 or more)")
+    return value
+
+
+XLA_OPT_LEVEL = "--xla_backend_optimization_level=2"
+
+
+def tune_xla() -> None:
+    """Program entry, before JAX initialises: XLA's backend optimisation level 2 instead of its
+    default 3 -- a training program of a small recurrent model compiles about 2x faster and
+    runs as fast (benchmarks/RESULTS.md), and a sweep or gap frontier compiles one program per
+    trial. Left alone when the user's ``XLA_FLAGS`` sets the level."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_backend_optimization_level" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {XLA_OPT_LEVEL}".strip()
+
+
+def split_cpu(devices: int | None) -> None:
+    """Program entry, before JAX initialises: one XLA:CPU device per core (or ``devices`` of
+    them), unless the user's ``XLA_FLAGS`` already set a host device count. Harmless on GPU
+    and TPU hosts (it only shapes the CPU backend)."""
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    import jax
+
+    from lstmjax.experiment.schedule import default_cpu_devices
+
+    try:
+        jax.config.update("jax_num_cpu_devices", devices or default_cpu_devices())
+    except RuntimeError:  # JAX already runs in this process (main() called from Python)
+        pass
+
+
+def join_processes(args) -> None:
+    """Program entry: join a ``jax.distributed`` job (CPU collectives through gloo)."""
+    from lstmjax.experiment.config import ConfigError
+
+    missing = [f for f, v in (("--coordinator", args.coordinator),
+                              ("--num-processes", args.num_processes),
+                              ("--process-id", args.process_id)) if v is None]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)}: several processes need --coordinator, "
+                          "--num-processes and --process-id together")
+    if not 0 <= args.process_id < args.num_processes:
+        raise ConfigError(f"--process-id: {args.process_id} is not in 0..{args.num_processes - 1}")
+    if not args.out:
+        raise ConfigError("--out: several processes write into one shared run directory; "
+                          "give it with --out")
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=args.coordinator,
+                               num_processes=args.num_processes, process_id=args.process_id)
+
+
 def _one_line(message: str) -> str:
     """Control characters a user typed (a newline in a key, a stray carriage return) shown as
     escapes, so an error is always one line."""
@@ -101,6 +174,10 @@ def _run(args) -> int:
     from lstmjax.experiment.runner import needs_x64
 
     keep_freed_memory()  # this process only: reuse pages across steps (lstmjax/_allocator.py)
+    tune_xla()  # before anything touches a JAX backend
+    split_cpu(args.devices)
+    if args.coordinator or args.num_processes or args.process_id is not None:
+        join_processes(args)
 
     cfg = experiment.load_config(args.config, overrides=args.overrides)
     if needs_x64(cfg):
@@ -109,20 +186,33 @@ def _run(args) -> int:
         jax.config.update("jax_enable_x64", True)  # program entry: before any array exists
     result = experiment.run(
         cfg, out_dir=args.out, resume=args.resume, progress=args.progress, report=True,
-        force_unlock=args.force_unlock,
+        force_unlock=args.force_unlock, devices=args.devices, raise_failures=False,
     )
+    if "report" not in result:  # not process 0 of several
+        print(f"process {result['process']}: trained {len(result['trials'])} trial(s); "
+              f"process 0 writes the report into {result['run_dir']}")
+        return 1 if result["failed"] else 0
     rep = result["report"]
     print()
     if "frontier_table" in rep:
         print(rep["frontier_table"])
     print(rep["table"])
     print(rep["finding"])
+    if result.get("best"):  # sweep.method: optuna
+        b = result["best"]
+        print(f"best trial ({b['direction']} {b['objective']}): {b['trial']} = {b['value']:.4g}")
     print()
     print(f"run directory: {result['run_dir']}  ({result['wall_time_s']:.1f} s)")
     print(f"report: {rep['report']}")
     print(f"results: {rep['results']}")
     for path in rep["plots"]:
         print(f"plot: {path}")
+    if result["failed"]:
+        for f in result["failed"]:
+            print(f"error: trial {f['trial']} failed: {_one_line(f['error'])}", file=sys.stderr)
+        print(f"error: {len(result['failed'])} trial(s) failed, the others finished; retry them "
+              "with `lstmjax run CONFIG --resume`", file=sys.stderr)
+        return 1
     return 0
 
 

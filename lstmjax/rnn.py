@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lstmjax import _remat
 from lstmjax.cells import Cell, LSTMCell
 from lstmjax.cells._base import check_positive_int, tree_where
 
@@ -241,6 +242,7 @@ def scan(
     unroll: int = 1,
     return_carries: bool = False,
     fast: bool = True,
+    remat: int | str | None = None,
 ):
     """Run ``cell`` over sequences: ``(ys, carry)``, or ``(ys, carry, carries)``.
 
@@ -269,6 +271,11 @@ def scan(
         LSTM, LN-LSTM, GRU, Elman and IndRNN families, reverse-mode only). ``False`` runs
         ``cell.reference_recur_scan`` (autodiff through ``lax.scan``, same results), which
         forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``) needs.
+      remat: bounded-memory backward pass (:mod:`lstmjax._remat`): an int K >= 1 keeps
+        the carry every K steps and recomputes each segment of K steps (projection and
+        loop) in the backward pass, so a gradient saves O(T/K + K) steps instead of O(T);
+        ``"auto"`` takes ``K = round(sqrt(T))``; None (default) is off. Same results (every
+        step computes the same values); costs about one more forward pass.
 
     Returns:
       ``ys [*B, T, H_out]`` (or time-major), the final carry, and optionally ``carries``.
@@ -276,15 +283,17 @@ def scan(
     _check_cell(cell, "lj.scan")
     if not isinstance(fast, bool):
         raise ValueError(f"lj.scan: fast={fast!r} must be True or False")
+    remat = _remat.check_remat(remat, "lj.scan")
     loop = cell.recur_scan if fast else cell.reference_recur_scan
     return _scan(cell, params, xs, carry, seq_lengths=seq_lengths, resets=resets,
                  reverse=reverse, time_major=time_major, unroll=unroll,
-                 return_carries=return_carries, loop=loop)
+                 return_carries=return_carries, loop=loop, remat=remat)
 
 
 def _scan(cell, params, xs, carry, *, seq_lengths, resets, reverse, time_major, unroll,
-          return_carries, loop):
-    """:func:`scan` with the time-major loop ``loop`` (``cell.recur_scan``'s signature)."""
+          return_carries, loop, remat=None):
+    """:func:`scan` with the time-major loop ``loop`` (``cell.recur_scan``'s signature) and
+    ``remat`` (checked) as in :func:`scan`."""
     xs_T = _time_major(xs, time_major, "scan")
     _check_cell_params(cell, params, xs_T.shape[-1], "lj.scan: params")
     T, batch_shape = xs_T.shape[0], tuple(xs_T.shape[1:-1])
@@ -314,8 +323,16 @@ def _scan(cell, params, xs, carry, *, seq_lengths, resets, reverse, time_major, 
         xs_T = flip(xs_T)
         reset_T = None if reset_T is None else flip(reset_T)
 
-    xp_T = cell.project(params, xs_T)
-    out = loop(params, carry, xp_T, valid_T, reset_T, unroll=unroll, return_carries=return_carries)
+    if remat is None or T == 0:
+        xp_T = cell.project(params, xs_T)
+        out = loop(params, carry, xp_T, valid_T, reset_T, unroll=unroll,
+                   return_carries=return_carries)
+    else:
+        # Segments hand the carry on: give it the loop's dtypes up front (a fixed point).
+        xp_1 = jax.eval_shape(cell.project, params, xs_T[:1])
+        out = _remat.segmented(cell.project, loop, _remat.segment_length(remat, T), params,
+                               cell._loop_carry(params, carry, xp_1), xs_T, valid_T, reset_T,
+                               unroll=unroll, return_carries=return_carries)
     final, ys_T = out[0], out[1]
     carries_T = out[2] if return_carries else None
     if reverse:
@@ -377,7 +394,7 @@ def _dropout(key, rate: float, x):
 
 
 def _zoneout_loop(cell, rates, key, params, carry, xp_T, valid_T=None, reset_T=None, *,
-                  unroll=1, return_carries=False):
+                  unroll=1, return_carries=False, reset_carry=None):
     """``cell.reference_recur_scan`` with zoneout (Krueger et al. 2017) on the carry.
 
     ``rates[k]`` is the zoneout probability of carry leaf k (``jax.tree.leaves`` order).
@@ -389,7 +406,8 @@ def _zoneout_loop(cell, rates, key, params, carry, xp_T, valid_T=None, reset_T=N
     and ``y`` is the zoned-out leaf ``cell.output_leaf`` (``h``). Leaves of rate 0 are not
     touched; resets and masks act as in ``Cell.reference_recur_scan``.
     """
-    carry0 = carry = cell._loop_carry(params, carry, xp_T)
+    carry = cell._loop_carry(params, carry, xp_T)
+    carry0 = carry if reset_carry is None else cell._loop_carry(params, reset_carry, xp_T)
     leaves0, treedef = jax.tree.flatten(carry0)
     keep_T = None
     if key is not None:
@@ -431,7 +449,7 @@ class RNN:
 
     ``RNN(cell_or_cells, num_layers=None, bidirectional=False, dropout=0.0,
     recurrent_dropout=0.0, proj_size=0, residual=False, zoneout=0.0, weight_drop=0.0,
-    learn_initial_carry=False, fast=True)``
+    learn_initial_carry=False, fast=True, remat=None)``
 
     * ``cell_or_cells``: one cell, repeated ``num_layers`` times (default 1), or a
       sequence of cells, one per layer (``num_layers``, if given, must match).
@@ -463,6 +481,9 @@ class RNN:
       broadcast over the batch; a ``carry`` passed to ``apply`` still overrides it.
     * ``fast``: ``False`` runs every layer's ``cell.reference_recur_scan`` (needed for
       ``jax.jvp``/``jax.jacfwd``; see :func:`scan`).
+    * ``remat``: every layer and direction runs :func:`scan`'s ``remat`` (an int K >= 1 or
+      ``"auto"``: keep the carry every K steps, recompute segments in the backward pass).
+      Not with ``zoneout``, whose masks are drawn for the whole sequence at once.
 
     Params are a list per layer of a list per direction (forward, then backward)
     of cell params: ``params[l][d]`` (plus ``"initial_carry"`` with
@@ -480,6 +501,7 @@ class RNN:
     weight_drop: float = 0.0
     learn_initial_carry: bool = False
     fast: bool = True
+    remat: int | str | None = None
 
     def __init__(
         self,
@@ -494,6 +516,7 @@ class RNN:
         weight_drop: float = 0.0,
         learn_initial_carry: bool = False,
         fast: bool = True,
+        remat: int | str | None = None,
     ):
         if isinstance(cell_or_cells, Cell):
             if num_layers is not None:
@@ -536,6 +559,12 @@ class RNN:
             if not isinstance(flag, bool):
                 raise ValueError(f"{name}={flag!r} must be True or False")
         zoneout = _check_zoneout(zoneout, layers)
+        remat = _remat.check_remat(remat, "RNN")
+        if remat is not None and zoneout != 0:
+            raise ValueError(
+                f"RNN: remat={remat!r} does not combine with zoneout={zoneout!r} (its masks "
+                f"are drawn for the whole sequence at once); turn one of them off"
+            )
         weight_drop = _check_rate("weight_drop", weight_drop)
         if weight_drop:
             _check_weight_drop(layers)
@@ -550,6 +579,7 @@ class RNN:
         object.__setattr__(self, "weight_drop", weight_drop)
         object.__setattr__(self, "learn_initial_carry", learn_initial_carry)
         object.__setattr__(self, "fast", fast)
+        object.__setattr__(self, "remat", remat)
 
     # ---- sizes ---------------------------------------------------------------------
     def _zoneout_rates(self, carry) -> tuple[float, ...] | None:
@@ -711,7 +741,8 @@ class RNN:
             rates = self._zoneout_rates(carry[l][0])
             outs, layer_carries = [], []
             for d in range(self.num_directions):
-                kwargs = dict(seq_lengths=lengths_B, resets=reset_T, reverse=d == 1, unroll=unroll)
+                kwargs = dict(seq_lengths=lengths_B, resets=reset_T, reverse=d == 1,
+                              unroll=unroll, remat=self.remat)
                 p, c = cell_params[l][d], carry[l][d]
                 if train and self.weight_drop > 0:
                     name = cell.recurrent_weight

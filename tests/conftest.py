@@ -2,8 +2,39 @@
 
 from __future__ import annotations
 
-import jax
-import pytest
+import os
+
+# Process-global, so set here, before JAX initialises (subprocess tests inherit it): the suite
+# compiles hundreds of small programs and runs each for a few steps, so XLA's backend
+# optimisation passes cost far more than they save (a training chunk compiles ~10x faster at
+# level 0 and runs ~7x slower). Numerics are unchanged in kind (parity tests keep their
+# tolerances). `LSTMJAX_TEST_XLA_OPT=default` keeps XLA's default; the slow tests that time or
+# train for long set their own environment.
+if os.environ.get("LSTMJAX_TEST_XLA_OPT", "0") != "default":
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_backend_optimization_level=0").strip()
+
+# One XLA compilation cache for the whole session, subprocesses included: many tests build the
+# same tiny programs (the same cell on the same task), and a cache hit skips the compile.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    _cache = tempfile.mkdtemp(prefix="lstmjax-test-xla-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+# Start JAX's backends now, with one CPU device: an in-process `cli.main(["run", ...])` would
+# otherwise split the CPU into one device per core (program entry) if it ran first, and the
+# rest of the session would run on two devices. Tests that need several devices use
+# subprocesses.
+jax.devices()
 
 
 @pytest.fixture

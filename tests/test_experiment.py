@@ -202,14 +202,16 @@ def test_interrupted_run_resumes_to_identical_metrics(finished, tmp_path):
 
 
 def test_sigkilled_subprocess_resumes_to_identical_metrics(finished, tmp_path, capsys):
+    # the whole sweep: its two learning rates per gap train as one program, and the resumed
+    # program (the diverged trial standing in, frozen) must reproduce it bit for bit
     run_dir, _ = finished
-    path, cfg = _config(tmp_path, TINY)  # the sweep's first trial on its own
+    path, cfg = _config(tmp_path, TINY + SWEEP)
     out = tmp_path / "killed"
     proc = subprocess.Popen(
         [sys.executable, "-m", "lstmjax", "run", str(path), "--out", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    ckpts = out / "default" / "checkpoints"
+    ckpts = out / TRIALS[0] / "checkpoints"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir()):
@@ -218,14 +220,15 @@ def test_sigkilled_subprocess_resumes_to_identical_metrics(finished, tmp_path, c
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    assert not (out / "default" / "summary.json").exists(), "killed too late"
+    assert not (out / TRIALS[0] / "summary.json").exists(), "killed too late"
     assert cli.main(["run", str(path), "--out", str(out), "--resume", "--progress", "plain"]) == 0
     assert "resumed from step" in capsys.readouterr().err
-    expected = (run_dir / TRIALS[0] / "metrics.jsonl").read_text()
-    assert (out / "default" / "metrics.jsonl").read_text() == expected
-    a = json.loads((out / "default" / "summary.json").read_text())
-    b = json.loads((run_dir / TRIALS[0] / "summary.json").read_text())
-    assert a["per_seed"] == b["per_seed"]
+    for name in TRIALS:
+        expected = (run_dir / name / "metrics.jsonl").read_text()
+        assert (out / name / "metrics.jsonl").read_text() == expected, name
+        a = json.loads((out / name / "summary.json").read_text())
+        b = json.loads((run_dir / name / "summary.json").read_text())
+        assert a["per_seed"] == b["per_seed"], name
 
 
 # ---- atomic writes ---------------------------------------------------------------------------

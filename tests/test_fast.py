@@ -220,3 +220,64 @@ def test_mixed_dtypes_fall_back():
     xp = cell.project(params, jnp.ones((5, 2, 3)))
     assert not fast_gru.applies(cell, GRUCell, params, carry, xp)
     assert fast.same_float_dtype(params["W_h"], xp)
+
+
+# ---- the inference path ------------------------------------------------------------------
+INFERENCE_FAMILIES = ["lstm", "peephole", "gru", "rnn", "ln_lstm", "indrnn"]
+
+
+def _primal_stacked_outputs(fn, *args):
+    """Per-step outputs stacked by each scan in the custom-VJP primal of ``fn``'s program."""
+    counts = []
+    for eqn in jax.make_jaxpr(fn)(*args).jaxpr.eqns:
+        if eqn.primitive.name == "custom_vjp_call":
+            inner = eqn.params["call_jaxpr"].jaxpr
+            counts += [len(e.outvars) - e.params["num_carry"] for e in inner.eqns
+                       if e.primitive.name == "scan"]
+    return counts
+
+
+# XLA's default backend optimisation level. The suite compiles at level 0 for speed
+# (tests/conftest.py), where XLA:CPU may round a tanh differently in different fusions by an
+# ulp: that is codegen, not what the programs compute, so the bitwise check compiles both
+# programs as users get them.
+DEFAULT_XLA = {"xla_backend_optimization_level": 3}
+
+
+@pytest.mark.parametrize("lengths", [None, [5, 0, 3]], ids=["full", "seq_lengths"])
+@pytest.mark.parametrize("name", INFERENCE_FAMILIES)
+def test_inference_equals_training_forward_bitwise(name, lengths):
+    """Outside ``jax.grad`` the loop runs the custom VJP's lean primal (it stacks ``ys``
+    only); its outputs are bit for bit those of the forward a gradient runs."""
+    cell = lj.cells.make(name, 8)
+    params = cell.init(jax.random.key(0), 2)
+    xs = jax.random.normal(jax.random.key(1), (3, 5, 2))
+    lengths = None if lengths is None else jnp.asarray(lengths)
+
+    def infer(p):
+        return lj.scan(cell, p, xs, seq_lengths=lengths, return_carries=True)
+
+    def train(p):
+        out, vjp = jax.vjp(infer, p)
+        return out, vjp(jax.tree.map(jnp.ones_like, out))  # the residuals are used
+
+    def run(fn):
+        return jax.jit(fn).lower(params).compile(compiler_options=DEFAULT_XLA)(params)
+
+    inferred, (trained, _) = run(infer), run(train)
+    assert jax.tree.structure(inferred) == jax.tree.structure(trained)
+    for u, v in zip(jax.tree.leaves(inferred), jax.tree.leaves(trained), strict=True):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+@pytest.mark.parametrize("name", INFERENCE_FAMILIES)
+def test_inference_stacks_only_the_outputs(name):
+    """The primal (what runs without a gradient) stacks ``ys`` and nothing else: no gate
+    activations, no per-step carries (the residuals only ``jax.grad`` needs)."""
+    cell = lj.cells.make(name, 8)
+    params = cell.init(jax.random.key(0), 2)
+    xs = jnp.ones((3, 5, 2))
+    for lengths in (None, jnp.asarray([5, 0, 3])):
+        assert _primal_stacked_outputs(
+            lambda p, lengths=lengths: lj.scan(cell, p, xs, seq_lengths=lengths), params
+        ) == [1]

@@ -45,7 +45,7 @@ values = st.recursive(
 )
 
 
-class _Stop(Exception):
+class _Stop(BaseException):  # not a trial failure: it stops the run
     """Raised instead of training: the config passed every check."""
 
 
@@ -119,7 +119,7 @@ _SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,  # the sa
 )
 def test_random_config_edits_never_traceback_or_escape(edits, existing, resume, capsys,
                                                        monkeypatch):
-    monkeypatch.setattr(runner, "run_trial", _stop)
+    monkeypatch.setattr(runner, "_run_job", _stop)
     raw = yaml.safe_load(yaml.safe_dump(BASE))
     for key, value in edits:
         _set(raw, key, value)
@@ -139,7 +139,7 @@ def test_random_config_edits_never_traceback_or_escape(edits, existing, resume, 
 )
 def test_random_text_and_overrides_never_traceback_or_escape(text, overrides, existing, capsys,
                                                              monkeypatch):
-    monkeypatch.setattr(runner, "run_trial", _stop)
+    monkeypatch.setattr(runner, "_run_job", _stop)
     base = yaml.safe_dump(BASE) if len(text) % 2 else text  # junk files and junk overrides
     with tempfile.TemporaryDirectory() as tmp:
         _check(Path(tmp), base, overrides, existing, False, capsys)

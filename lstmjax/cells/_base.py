@@ -223,8 +223,10 @@ class Cell:
 
         ``initial_carry`` has the cell's ``dtype`` while ``recur`` computes in the dtype of
         ``params``/``xp``: a float32 cell given float64 params runs its loop in float64.
-        A no-op when the dtypes already agree.
+        A no-op when the dtypes already agree; ``None`` stays ``None``.
         """
+        if carry is None:
+            return None
         step = jax.ShapeDtypeStruct(xp_T.shape[1:], xp_T.dtype)
         out = jax.eval_shape(self.recur, params, carry, step)[0]
         return jax.tree.map(
@@ -241,15 +243,18 @@ class Cell:
         *,
         unroll: int = 1,
         return_carries: bool = False,
+        reset_carry: Carry = None,
     ):
         """The loop :func:`lstmjax.scan` runs: :meth:`reference_recur_scan` here; a family
         may override it with a faster loop of identical results (see the module docstring).
 
         The fast loops (``lstmjax.fast``) are reverse-mode only; for ``jax.jvp``/``jacfwd``
         pass ``fast=False`` to ``lj.scan``/``lj.RNN`` (or call ``cell.reference_recur_scan``).
+        An override takes ``reset_carry`` too (see :meth:`reference_recur_scan`): ``lj.scan``
+        passes it only with ``remat`` and ``resets`` together.
         """
         return self.reference_recur_scan(params, carry, xp_T, valid_T, reset_T, unroll=unroll,
-                                         return_carries=return_carries)
+                                         return_carries=return_carries, reset_carry=reset_carry)
 
     def reference_recur_scan(
         self,
@@ -261,17 +266,21 @@ class Cell:
         *,
         unroll: int = 1,
         return_carries: bool = False,
+        reset_carry: Carry = None,
     ):
         """Run ``recur`` over a time-major projected sequence with ``lax.scan`` (plain autodiff).
 
         Shapes: ``xp_T [T, *B, P]``; ``valid_T``/``reset_T`` ``[T, *B]`` bools or None.
-        At step t the carry is first replaced by the initial ``carry`` where ``reset_T[t]``;
-        where ``valid_T[t]`` is False the carry is left unchanged and ``y`` is zero.
+        At step t the carry is first replaced by ``reset_carry`` (default: the initial
+        ``carry``) where ``reset_T[t]``; where ``valid_T[t]`` is False the carry is left
+        unchanged and ``y`` is zero. (``reset_carry`` lets a caller run one sequence in
+        pieces, each resetting to the sequence's initial carry: ``lj.scan(remat=K)``.)
         Returns ``(final_carry, ys [T, *B, H_out])``, plus every step's carry if
         ``return_carries``. The loop runs in the dtypes ``recur`` computes in
         (:meth:`_loop_carry`).
         """
-        carry0 = carry = self._loop_carry(params, carry, xp_T)
+        carry = self._loop_carry(params, carry, xp_T)
+        carry0 = carry if reset_carry is None else self._loop_carry(params, reset_carry, xp_T)
 
         def body(c, inputs):
             xp, valid, reset = inputs

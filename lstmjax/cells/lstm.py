@@ -243,9 +243,10 @@ class LSTMCell(Cell):
         return (h_new, c_new), h_new, gates
 
     def recur_scan(self, params, carry, xp_T, valid_T=None, reset_T=None, *, unroll=1,
-                   return_carries=False):
+                   return_carries=False, reset_carry=None):
         """``Cell.recur_scan`` through :mod:`lstmjax.fast.lstm` when it applies."""
-        kw = {"unroll": unroll, "return_carries": return_carries}
+        kw = {"unroll": unroll, "return_carries": return_carries,
+              "reset_carry": self._loop_carry(params, reset_carry, xp_T)}
         carry = self._loop_carry(params, carry, xp_T)
         if _fast.applies(self, LSTMCell, params, carry, xp_T):
             return _fast.recur_scan(self, params, carry, xp_T, valid_T, reset_T, **kw)

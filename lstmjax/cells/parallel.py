@@ -79,35 +79,38 @@ def _combine_log(e1, e2):
     return la1 + la2, _logaddexp(lb1 + la2, lb2)
 
 
-def _fold(a, b, h0, valid, reset):
-    """Fold resets, masks and ``h0`` into the affine elements (linear space)."""
+def _fold(a, b, h0, valid, reset, reset0=None):
+    """Fold resets (to ``reset0``, default ``h0``), masks and ``h0`` into the affine
+    elements (linear space)."""
     if valid is not None:
         v = valid[..., None]
         a, b = jnp.where(v, a, jnp.ones_like(a)), jnp.where(v, b, jnp.zeros_like(b))
     if reset is not None:
         r = reset[..., None]
-        b = jnp.where(r, a * h0[None] + b, b)
+        b = jnp.where(r, a * (h0 if reset0 is None else reset0)[None] + b, b)
         a = jnp.where(r, jnp.zeros_like(a), a)
     b = b.at[0].add(a[0] * h0)
     return a, b
 
 
-def linear_scan(a_T, b_T, h0, valid_T=None, reset_T=None):
+def linear_scan(a_T, b_T, h0, valid_T=None, reset_T=None, reset0=None):
     """``h_t = a_t ⊙ h_{t-1} + b_t`` for all t by ``associative_scan`` (real or complex).
 
-    ``a_T``/``b_T`` ``[T, *B, N]``, ``h0 [*B, N]``; masks as in ``Cell.recur_scan``.
+    ``a_T``/``b_T`` ``[T, *B, N]``, ``h0 [*B, N]``; masks as in ``Cell.recur_scan``; a reset
+    restores ``reset0`` (default ``h0``).
     """
-    a, b = _fold(a_T, b_T, h0, valid_T, reset_T)
+    a, b = _fold(a_T, b_T, h0, valid_T, reset_T, reset0)
     return jax.lax.associative_scan(_combine_linear, (a, b), axis=0)[1]
 
 
-def log_linear_scan(la_T, lb_T, h0, valid_T=None, reset_T=None):
+def log_linear_scan(la_T, lb_T, h0, valid_T=None, reset_T=None, reset0=None):
     """:func:`linear_scan` with ``a = e^la``, ``b = e^lb`` (``b > 0``), scanned in log space.
 
-    ``h`` is linear in the initial carry ``h0`` (also re-injected by resets), so
-    ``h_t = A_t ⊙ h0 + e^{lh_t}``: ``lh`` is the log-space scan with a zero carry and
-    ``A_t`` (the product of ``a`` since the last reset) a linear-space scan; no log of
-    the carry is taken, so ``h0`` may be zero or negative and its gradient stays exact.
+    ``h`` is linear in the initial carry ``h0`` (or, after a reset, the reset carry ``reset0``,
+    default ``h0``), so ``h_t = A_t ⊙ s_t + e^{lh_t}`` with ``s_t`` the carry last injected:
+    ``lh`` is the log-space scan with a zero carry and ``A_t`` (the product of ``a`` since
+    the last reset) a linear-space scan; no log of the carry is taken, so it may be zero or
+    negative and its gradient stays exact.
     """
     la, lb = la_T, lb_T
     if valid_T is not None:
@@ -119,7 +122,11 @@ def log_linear_scan(la_T, lb_T, h0, valid_T=None, reset_T=None):
     _, lh = jax.lax.associative_scan(_combine_log, (la, lb), axis=0)
     a = jnp.exp(la_T)
     coef = linear_scan(a, jnp.zeros_like(a), jnp.ones_like(h0), valid_T, reset_T)
-    return coef * h0[None] + jnp.exp(lh)
+    start = h0[None]
+    if reset_T is not None and reset0 is not None:
+        seen = jnp.cumsum(reset_T.astype(jnp.int32), axis=0) > 0  # a reset at or before t
+        start = jnp.where(seen[..., None], reset0[None], start)
+    return coef * start + jnp.exp(lh)
 
 
 def _finish(h_T, ys_T, valid_T, return_carries, to_carry):
@@ -183,18 +190,19 @@ class _MinCell(Cell):
         return h, h
 
     def recur_scan(self, params, carry, xp_T, valid_T=None, reset_T=None, *, unroll=1,
-                   return_carries=False):
+                   return_carries=False, reset_carry=None):
         """``Cell.recur_scan``; in parallel mode a real associative scan (log space with
         ``log_space``: :func:`log_linear_scan`, else :func:`linear_scan`)."""
         if not _parallel(self.mode):
             return self.reference_recur_scan(params, carry, xp_T, valid_T, reset_T,
-                                             unroll=unroll, return_carries=return_carries)
+                                             unroll=unroll, return_carries=return_carries,
+                                             reset_carry=reset_carry)
         if self.log_space:
             la, lb = self.log_coefficients(xp_T)
-            h_T = log_linear_scan(la, lb, carry, valid_T, reset_T)
+            h_T = log_linear_scan(la, lb, carry, valid_T, reset_T, reset_carry)
         else:
             a, b = self.coefficients(xp_T)
-            h_T = linear_scan(a, b, carry, valid_T, reset_T)
+            h_T = linear_scan(a, b, carry, valid_T, reset_T, reset_carry)
         return _finish(h_T, h_T, valid_T, return_carries, lambda h: h)
 
 
@@ -408,17 +416,19 @@ class LRUCell(Cell):
         return (new_re, new_im), self._readout(params, new_re, new_im, skip)
 
     def recur_scan(self, params, carry, xp_T, valid_T=None, reset_T=None, *, unroll=1,
-                   return_carries=False):
+                   return_carries=False, reset_carry=None):
         """``Cell.recur_scan``; in parallel mode a complex associative scan."""
         if not _parallel(self.mode):
             return self.reference_recur_scan(params, carry, xp_T, valid_T, reset_T,
-                                             unroll=unroll, return_carries=return_carries)
+                                             unroll=unroll, return_carries=return_carries,
+                                             reset_carry=reset_carry)
         l_re, l_im = self._lambda(params)
         b_re, b_im, skip = self._split(xp_T)
         lam = jax.lax.complex(l_re, l_im)
         a_T = jnp.broadcast_to(lam, b_re.shape)
+        reset0 = None if reset_carry is None else jax.lax.complex(*reset_carry)
         h_T = linear_scan(a_T, jax.lax.complex(b_re, b_im), jax.lax.complex(*carry),
-                          valid_T, reset_T)
+                          valid_T, reset_T, reset0)
         h_re, h_im = jnp.real(h_T), jnp.imag(h_T)
         ys = self._readout(params, h_re, h_im, skip)
         return _finish(h_re, ys, valid_T, return_carries, lambda _: (h_re, h_im))

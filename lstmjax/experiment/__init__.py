@@ -7,6 +7,7 @@
 
 Modules, in the order data flows: ``schema`` (the config models), ``config`` (YAML, ``--set``
 overrides, one-pass validation), ``errors`` (one-line messages), ``sweep`` (trials),
+``space`` (a sweep's method and distributions: grid, random), ``search`` (the optuna study),
 ``runner`` (training), ``summary`` (the per-trial record), ``rundir`` (the directory's files),
 ``report`` (tables and plots), ``api`` (``run``: runner then report), ``loggers``
 (TensorBoard, W&B), ``results`` (DataFrames).

@@ -7,10 +7,11 @@ import os
 
 from lstmjax.experiment.progress import Reporter
 from lstmjax.experiment.report import write_report
+from lstmjax.experiment.rundir import RunError
 from lstmjax.experiment.runner import run_trials
 from lstmjax.experiment.schema import ExperimentConfig
 
-__all__ = ["run"]
+__all__ = ["run", "TrialsFailed"]
 
 
 def run(
@@ -21,16 +22,34 @@ def run(
     progress: str | Reporter | None = None,
     report: bool = True,
     force_unlock: bool = False,
+    devices: int | None = None,
+    raise_failures: bool = True,
 ) -> dict:
     """Train every trial of ``cfg`` into its run directory and return the run summary
     ``{"name", "run_dir", "wall_time_s", "trials": [per-trial summary dicts]}``.
 
     ``report`` (default True, as ``lstmjax run``): afterwards write ``results.csv``,
     ``report.md`` and the plots, and add ``"report"`` (see :func:`write_report`) to the result;
-    pass False to train only. Resuming, locking and progress: :func:`.runner.run_trials`.
+    pass False to train only. Resuming, locking, progress and ``devices`` (trials trained
+    concurrently, one per device): :func:`.runner.run_trials`. Trials that fail do not stop the
+    others; once the rest (and the report) are written, :class:`TrialsFailed` names them
+    (``raise_failures=False``: they are only listed in ``result["failed"]``).
     """
     result = run_trials(cfg, out_dir, resume=resume, progress=progress,
-                        force_unlock=force_unlock)
-    if report:
+                        force_unlock=force_unlock, devices=devices)
+    if report and result["process"] == 0:  # with several processes, process 0 reports
         result["report"] = write_report(result["run_dir"], plots=cfg.output.plots)
+    if result["failed"] and raise_failures:
+        names = ", ".join(f"{f['trial']} ({f['error']})" for f in result["failed"][:3])
+        raise TrialsFailed(
+            f"{len(result['failed'])} trial(s) failed: {names}; the others finished and the "
+            "report is written; retry them with resume=True", result)
     return result
+
+
+class TrialsFailed(RunError):
+    """Some trials raised while training; ``.result`` is the run summary of the rest."""
+
+    def __init__(self, message: str, result: dict):
+        super().__init__(message)
+        self.result = result

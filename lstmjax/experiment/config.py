@@ -37,12 +37,17 @@ from lstmjax.experiment.schema import (
     fields_at,
     known_paths,
 )
+from lstmjax.experiment.space import Pick
 from lstmjax.experiment.sweep import (
     Point,
     Trial,
+    axis_labels,
+    base_raw,
     expand,
     group_label,
     is_group,
+    make_point,
+    make_trial,
     points,
     swept_keys,
 )
@@ -57,6 +62,7 @@ __all__ = [
     "load_config",
     "from_dict",
     "load_trials",
+    "trial_at",
     "to_dict",
     "dump_yaml",
     "parse_override",
@@ -293,10 +299,39 @@ def load_trials(raw: Any) -> tuple[ExperimentConfig, list[Trial]]:
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a mapping of sections, got {type_name(raw)}")
     cfg = _validate(raw)
+    method = cfg.search.method
+    if method == "optuna":
+        _check_optuna()
     _check_sweep_keys(cfg)
     if cfg.frontier is not None:
+        if method != "grid":
+            raise ConfigError(f"frontier: cannot be combined with sweep.method {method} (the "
+                              "frontier searches the gap of each variant of a grid sweep)")
         return cfg, _check_frontier(cfg)
     return cfg, _validate_trials(cfg)
+
+
+def _check_optuna() -> None:
+    """``sweep.method: optuna`` needs the optional package (the ``optuna`` extra)."""
+    try:
+        import optuna  # noqa: F401
+    except ImportError as e:
+        broken = "" if isinstance(e, ModuleNotFoundError) and e.name == "optuna" else (
+            f", which fails to import ({type(e).__name__}: {one_line(e)[:120]})")
+        raise ConfigError(f"sweep.method: optuna needs the optional package optuna{broken}: "
+                          "pip install 'lstmjax[optuna]'") from None
+
+
+def trial_at(cfg: ExperimentConfig, index: int, picks: dict[str, Pick],
+             seen: set[str] | None = None) -> Trial:
+    """The trial a search proposes (``picks``: a value per swept key), validated like a point
+    of the sweep: its names, its schema, its cell and task built. Its name is made unique
+    against ``seen`` (:func:`lstmjax.experiment.sweep.make_trial`). Raises :class:`ConfigError`."""
+    point = make_point(base_raw(cfg), index, picks)
+    _check_names(cfg, point)
+    builder = _Builder()
+    return make_trial(point, lambda p: builder.check(cfg, p), axis_labels(cfg),
+                      set() if seen is None else seen)
 
 
 def _check_frontier(cfg: ExperimentConfig) -> list[Trial]:
@@ -324,12 +359,22 @@ def _check_frontier(cfg: ExperimentConfig) -> list[Trial]:
 
 
 def _validate_trials(cfg: ExperimentConfig) -> list[Trial]:
+    """Every point of the sweep -- and, for a random search, first its probe points (every
+    choice and both bounds of every range; an optuna search's points are its probe points)."""
     pts = list(points(cfg))
-    for point in pts:
+    probes = []
+    if cfg.search.method == "random":
+        base = base_raw(cfg)
+        probes = [make_point(base, i, picks) for i, picks in enumerate(cfg.search.probes())]
+    for point in probes + pts:
         _check_names(cfg, point)
-    _check_options(cfg, pts)
+    _check_options(cfg, probes + pts)
     builder = _Builder()
-    return expand(cfg, validate=lambda p: builder.check(cfg, p))
+    check = lambda p: builder.check(cfg, p)  # noqa: E731
+    labels = axis_labels(cfg)
+    for point in probes:
+        make_trial(point, check, labels, set())
+    return expand(cfg, validate=check)
 
 
 def _validate(raw: dict) -> ExperimentConfig:
@@ -344,14 +389,13 @@ def _blame(cfg: ExperimentConfig, point: Point, msg: str) -> ConfigError:
     swept key, to the point's label when the path's section is swept, else to the base config."""
     path, sep, rest = msg.partition(": ")
     related = lambda key: path == key or path.startswith(key + ".") or key.startswith(path + ".")  # noqa: E731
-    for key, i in point.positions.items():
-        value = cfg.sweep[key][i]
-        if is_group(key) and isinstance(value, dict):
-            for inner in value:
+    for key, pick in point.picks.items():
+        if is_group(key) and isinstance(pick.value, dict):
+            for inner in pick.value:
                 if sep and related(inner):
-                    return ConfigError(f"sweep.{key}[{i}].{inner}: {rest}")
+                    return ConfigError(f"{pick.where}.{inner}: {rest}")
         elif sep and related(key):
-            return ConfigError(f"sweep.{key}[{i}]: {rest}")
+            return ConfigError(f"{pick.where}: {rest}")
     section = path.split(".")[0]
     if point.label and any(k.split(".")[0] == section for k in point.assignment):
         return ConfigError(f"{point.label}: {msg}")
@@ -359,20 +403,22 @@ def _blame(cfg: ExperimentConfig, point: Point, msg: str) -> ConfigError:
 
 
 def _check_sweep_keys(cfg: ExperimentConfig) -> None:
-    for key, values in cfg.sweep.items():
-        if is_group(key) and values and all(isinstance(v, dict) for v in values):
-            _check_group(key, values)
+    for key, axis in cfg.search.axes.items():
+        values = [p.value for p in axis.probes()]
+        if is_group(key) and axis.is_choice and values and all(isinstance(v, dict) for v in values):
+            _check_group(key, values, axis.where)
             continue
         _check_sweep_key(key, values, f"sweep.{key}")
 
 
-def _check_group(key: str, values: list) -> None:
-    """A grouped axis: a non-empty list of mappings of dotted keys (plus an optional ``name``)."""
+def _check_group(key: str, values: list, base: str) -> None:
+    """A grouped axis: a non-empty list of mappings of dotted keys (plus an optional ``name``);
+    ``base``: where the list is (``sweep.<key>``, or ``sweep.<key>.choice``)."""
     if not values:
-        raise ConfigError(f"sweep.{key}: empty list (give at least one value to sweep over)")
+        raise ConfigError(f"{base}: empty list (give at least one value to sweep over)")
     labels = []
     for i, value in enumerate(values):
-        where = f"sweep.{key}[{i}]"
+        where = f"{base}[{i}]"
         if not isinstance(value, dict) or not value:
             raise ConfigError(
                 f"{where}: expected a mapping of dotted keys set together, e.g. "
@@ -387,7 +433,7 @@ def _check_group(key: str, values: list) -> None:
         labels.append(group_label(value))
     dupes = [v for v in labels if labels.count(v) > 1]
     if dupes:
-        raise ConfigError(f"sweep.{key}: {dupes[0]!r} is listed twice")
+        raise ConfigError(f"{base}: {dupes[0]!r} is listed twice")
 
 
 def _check_sweep_key(key: str, values: list, path: str) -> None:

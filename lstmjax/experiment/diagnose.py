@@ -111,13 +111,13 @@ def diagnose_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
 
-    from lstmjax.experiment import frontier
+    from lstmjax.experiment import frontier, search
     from lstmjax.experiment.sweep import expand
     from lstmjax.train import make_trainer
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
-    trials = expand(cfg)
+    trials = search.collect(run_dir, cfg) if cfg.search.method == "optuna" else expand(cfg)
     if cfg.frontier is not None:
         trials = [t for t, s, _ in frontier.collect(run_dir, cfg, trials)[0] if s is not None]
     done, skipped = [], []

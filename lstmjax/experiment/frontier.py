@@ -82,12 +82,12 @@ def search(fc, outcome) -> FrontierResult:
 def probe(cfg, variant, gap: int, index: int):
     """The trial of ``variant`` (a trial of the sweep without the frontier key) at ``gap``."""
     from lstmjax.experiment.schema import ExperimentConfig
-    from lstmjax.experiment.sweep import Trial, _short_keys, trial_name, with_values
+    from lstmjax.experiment.sweep import Trial, axis_labels, trial_name, with_values
 
     key = cfg.frontier.key
     raw = with_values(variant.cfg.model_dump(mode="json"), {key: gap})
     values = {**variant.values, key: gap}
-    name = trial_name(values, _short_keys([*cfg.sweep, key]))
+    name = trial_name(values, axis_labels(cfg, (key,)))
     return Trial(index, name, values, ExperimentConfig.model_validate(raw),
                  {**variant.assignment, key: gap}, gap_key=key)
 

@@ -156,10 +156,14 @@ def open_run(cfg: ExperimentConfig, run_dir: Path) -> Loggers:
 
 class Loggers:
     """Fans the runner's records out to sinks. A sink that raises is named in one warning and
-    dropped; the others, and the run, go on."""
+    dropped; the others, and the run, go on. Thread-safe: trials training concurrently on
+    several devices log through one instance (calls are serialised)."""
 
     def __init__(self, sinks: list[Sink] | tuple[Sink, ...] = ()):
+        import threading
+
         self.sinks = list(sinks)
+        self._lock = threading.RLock()
 
     def open_trial(self, trial: Trial, *, resumed_from: int | None = None) -> None:
         for sink in list(self.sinks):
@@ -190,19 +194,22 @@ class Loggers:
         self.sinks = []
 
     def _call(self, sink: Sink, method, *args, **kwargs) -> bool:
-        try:
-            method(*args, **kwargs)
-            return True
-        except Exception as e:  # noqa: BLE001 -- disk, network, the package's own errors
-            self.sinks.remove(sink)
-            warn(f"output.loggers: {sink.name} failed ({type(e).__name__}: "
-                 f"{one_line(e)[:200]}); it is off for the rest of the run "
-                 "(metrics.jsonl has every record)")
+        with self._lock:
+            if sink not in self.sinks:  # dropped by another thread meanwhile
+                return False
             try:
-                sink.close()
-            except Exception:  # noqa: BLE001, S110 -- already reported once
-                pass
-            return False
+                method(*args, **kwargs)
+                return True
+            except Exception as e:  # noqa: BLE001 -- disk, network, the package's own errors
+                self.sinks.remove(sink)
+                warn(f"output.loggers: {sink.name} failed ({type(e).__name__}: "
+                     f"{one_line(e)[:200]}); it is off for the rest of the run "
+                     "(metrics.jsonl has every record)")
+                try:
+                    sink.close()
+                except Exception:  # noqa: BLE001, S110 -- already reported once
+                    pass
+                return False
 
 
 def _hparams(trial: Trial, seed: int) -> dict[str, Any]:

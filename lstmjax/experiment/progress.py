@@ -1,17 +1,76 @@
 """Progress reporting for a run: a rich progress bar per trial on a terminal, plain periodic lines
-otherwise (logs, CI), or nothing."""
+otherwise (logs, CI), or nothing.
+
+Trials may train concurrently (one per device, :mod:`lstmjax.experiment.schedule`): the runner
+opens one :class:`TrialProgress` per running trial with :meth:`Reporter.open` and reports
+through it. A reporter that implements only the single-trial methods (``start_trial``,
+``update``, ``end_trial``) keeps working: :meth:`Reporter.open` routes to them, serialised.
+"""
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import TextIO
 
-__all__ = ["make_reporter", "Reporter", "PlainReporter", "RichReporter"]
+__all__ = ["make_reporter", "Reporter", "PlainReporter", "RichReporter", "TrialProgress"]
+
+
+class TrialProgress:
+    """One running trial's progress: ``update`` after each chunk, ``end`` when it finishes."""
+
+    def __init__(self, reporter: Reporter, state=None):
+        self._reporter = reporter
+        self._state = state
+
+    def update(self, step: int, loss: float, solved: int, diverged: int) -> None:
+        with self._reporter._lock:
+            self._reporter._update(self._state, step, loss, solved, diverged)
+
+    def end(self, step: int, loss: float, solved: int, diverged: int, note: str = "") -> None:
+        with self._reporter._lock:
+            self._reporter._end(self._state, step, loss, solved, diverged, note)
 
 
 class Reporter:
-    """Silent reporter; the base of the others. Steps are optimiser steps."""
+    """Silent reporter; the base of the others. Steps are optimiser steps.
+
+    Subclasses either override the single-trial methods (``start_trial``/``update``/
+    ``end_trial``: trials are then reported one call at a time, serialised by a lock) or the
+    per-trial ones (``_open``/``_update``/``_end``, which get the state ``_open`` returned).
+    """
+
+    @property
+    def _lock(self) -> threading.RLock:
+        lock = self.__dict__.get("_lock_")
+        if lock is None:
+            lock = self.__dict__.setdefault("_lock_", threading.RLock())
+        return lock
+
+    def open(self, index: int, count: int, name: str, total: int, seeds: int,
+             where: str = "") -> TrialProgress:
+        """Start reporting a trial (``where``: its device, when several are in use)."""
+        with self._lock:
+            return TrialProgress(self, self._open(index, count, name, total, seeds, where))
+
+    def _open(self, index, count, name, total, seeds, where):
+        self.start_trial(index, count, name, total, seeds)
+
+    def _update(self, state, step, loss, solved, diverged):
+        self.update(step, loss, solved, diverged)
+
+    def _end(self, state, step, loss, solved, diverged, note):
+        self.end_trial(step, loss, solved, diverged, note)
+
+    def sweep(self, finished: int, total: int, elapsed_s: float) -> None:
+        """After a trial ends: ``finished`` of ``total`` trials are done (``total`` 0 when not
+        known in advance, as in a frontier search)."""
+        with self._lock:
+            self._sweep(finished, total, elapsed_s)
+
+    def _sweep(self, finished, total, elapsed_s):
+        pass
 
     def start_trial(self, index: int, count: int, name: str, total: int, seeds: int) -> None:
         pass
@@ -28,6 +87,10 @@ class Reporter:
     def close(self) -> None:
         pass
 
+    def _message(self, text: str) -> None:
+        with self._lock:
+            self.message(text)
+
 
 def position_label(index: int, count: int) -> str:
     """``[3/20]``; ``[probe 3]`` when the count is not known in advance (``count=0``: a gap
@@ -35,46 +98,67 @@ def position_label(index: int, count: int) -> str:
     return f"[{index + 1}/{count}]" if count else f"[probe {index + 1}]"
 
 
+class _PlainTrial:
+    """What :class:`PlainReporter` keeps per running trial."""
+
+    def __init__(self, label: str, total: int, seeds: int):
+        self.label, self.total, self.seeds = label, total, seeds
+        self.t0 = self.last = time.monotonic()
+
+
 class PlainReporter(Reporter):
-    """One line when a trial starts, every ``every_s`` seconds, and when it ends."""
+    """One line when a trial starts, every ``every_s`` seconds, and when it ends; with several
+    trials running, each line names its trial (and device), and the sweep's progress and ETA
+    follow each trial's end."""
 
     def __init__(self, stream: TextIO | None = None, every_s: float = 10.0):
         self.stream = stream or sys.stderr
         self.every_s = every_s
-        self._last = 0.0
-        self._t0 = 0.0
-        self._label = ""
-        self._total = 1
-        self._seeds = 1
+        self._current: _PlainTrial | None = None
 
     def _print(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
-    def start_trial(self, index, count, name, total, seeds):
-        self._label = f"{position_label(index, count)} {name}"
-        self._total, self._seeds = total, seeds
-        self._t0 = self._last = time.monotonic()
-        self._print(f"{self._label}: {seeds} seeds x {total} steps")
+    def _open(self, index, count, name, total, seeds, where):
+        label = f"{position_label(index, count)} {name}" + (f" on {where}" if where else "")
+        state = _PlainTrial(label, total, seeds)
+        self._print(f"{label}: {seeds} seeds x {total} steps")
+        return state
 
-    def _status(self, step, loss, solved, diverged) -> str:
-        text = (
-            f"{self._label}: step {step}/{self._total} loss {loss:.4g} "
-            f"solved {solved}/{self._seeds}"
-        )
+    @staticmethod
+    def _status(t: _PlainTrial, step, loss, solved, diverged) -> str:
+        text = f"{t.label}: step {step}/{t.total} loss {loss:.4g} solved {solved}/{t.seeds}"
         return text + (f" diverged {diverged}" if diverged else "")
 
-    def update(self, step, loss, solved, diverged):
+    def _update(self, t, step, loss, solved, diverged):
         now = time.monotonic()
-        if now - self._last < self.every_s:
+        if now - t.last < self.every_s:
             return
-        self._last = now
-        elapsed = now - self._t0
-        eta = elapsed / max(step, 1) * (self._total - step)
-        self._print(f"{self._status(step, loss, solved, diverged)} eta {eta:.0f}s")
+        t.last = now
+        eta = (now - t.t0) / max(step, 1) * (t.total - step)
+        self._print(f"{self._status(t, step, loss, solved, diverged)} eta {eta:.0f}s")
+
+    def _end(self, t, step, loss, solved, diverged, note):
+        elapsed = time.monotonic() - t.t0
+        self._print(f"{self._status(t, step, loss, solved, diverged)} done in {elapsed:.1f}s{note}")
+
+    def _sweep(self, finished, total, elapsed_s):
+        if total and finished < total:
+            eta = elapsed_s / max(finished, 1) * (total - finished)
+            self._print(f"sweep: {finished}/{total} trials done in {elapsed_s:.0f}s, "
+                        f"eta {eta:.0f}s")
+
+    # single-trial API (direct callers)
+    def start_trial(self, index, count, name, total, seeds):
+        self._current = self._open(index, count, name, total, seeds, "")
+
+    def update(self, step, loss, solved, diverged):
+        if self._current is not None:
+            self._update(self._current, step, loss, solved, diverged)
 
     def end_trial(self, step, loss, solved, diverged, note):
-        elapsed = time.monotonic() - self._t0
-        self._print(f"{self._status(step, loss, solved, diverged)} done in {elapsed:.1f}s{note}")
+        if self._current is not None:
+            self._end(self._current, step, loss, solved, diverged, note)
 
     def message(self, text):
         self._print(text)
@@ -106,24 +190,42 @@ class RichReporter(Reporter):
         )
         self._progress.start()
         self._task = None
-        self._seeds = 1
 
-    def start_trial(self, index, count, name, total, seeds):
-        self._seeds = seeds
-        self._task = self._progress.add_task(
-            f"{position_label(index, count)} {name}", total=total, loss="-", solved=f"0/{seeds}"
-        )
+    def _open(self, index, count, name, total, seeds, where):
+        label = f"{position_label(index, count)} {name}" + (f" on {where}" if where else "")
+        task = self._progress.add_task(label, total=total, loss="-", solved=f"0/{seeds}")
+        return (task, seeds, total)
 
-    def _fields(self, loss, solved, diverged):
-        text = f"{solved}/{self._seeds}" + (f" ({diverged} diverged)" if diverged else "")
+    @staticmethod
+    def _fields(seeds, loss, solved, diverged):
+        text = f"{solved}/{seeds}" + (f" ({diverged} diverged)" if diverged else "")
         return {"loss": f"{loss:.4g}", "solved": text}
 
+    def _update(self, t, step, loss, solved, diverged):
+        task, seeds, _ = t
+        self._progress.update(task, completed=step, **self._fields(seeds, loss, solved, diverged))
+
+    def _end(self, t, step, loss, solved, diverged, note):
+        task, seeds, total = t
+        self._progress.update(task, completed=total, **self._fields(seeds, loss, solved, diverged))
+
+    def _sweep(self, finished, total, elapsed_s):
+        if total and finished < total:
+            eta = elapsed_s / max(finished, 1) * (total - finished)
+            self._progress.console.print(
+                f"sweep: {finished}/{total} trials done, eta {eta:.0f}s", highlight=False)
+
+    # single-trial API (direct callers)
+    def start_trial(self, index, count, name, total, seeds):
+        self._task = self._open(index, count, name, total, seeds, "")
+
     def update(self, step, loss, solved, diverged):
-        self._progress.update(self._task, completed=step, **self._fields(loss, solved, diverged))
+        if self._task is not None:
+            self._update(self._task, step, loss, solved, diverged)
 
     def end_trial(self, step, loss, solved, diverged, note):
-        total = self._progress.tasks[-1].total
-        self._progress.update(self._task, completed=total, **self._fields(loss, solved, diverged))
+        if self._task is not None:
+            self._end(self._task, step, loss, solved, diverged, note)
 
     def message(self, text):
         self._progress.console.print(text, markup=False, highlight=False)

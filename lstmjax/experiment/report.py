@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lstmjax._io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
-from lstmjax.experiment import frontier
+from lstmjax.experiment import frontier, search
 from lstmjax.experiment.diagnose import read_diagnostics
 from lstmjax.experiment.rundir import (
     DIAGNOSTICS_FILE,
@@ -40,6 +40,7 @@ from lstmjax.experiment.rundir import (
     RunError,
     check_no_links,
     load_run_config,
+    read_failure,
     read_metrics,
     read_summary,
     warn,
@@ -213,7 +214,9 @@ def collect(run_dir: Path):
 def _collect(run_dir: Path):
     cfg = load_run_config(run_dir)
     found = None
-    if cfg.frontier is None:
+    if cfg.search.method == "optuna":  # the trials the study proposed
+        entries = [(t, None) for t in search.collect(run_dir, cfg)]
+    elif cfg.frontier is None:
         entries = [(t, None) for t in expand(cfg)]
     else:
         variants = expand(cfg)
@@ -242,6 +245,7 @@ def _collect(run_dir: Path):
             "summary": summary,
             "metrics": metrics,
             "damaged": damaged,
+            "failed": None if summary is not None else read_failure(tdir),
             "diagnostics": read_diagnostics(tdir / DIAGNOSTICS_FILE) if summary else [],
         })
     return cfg, out, found
@@ -297,7 +301,7 @@ def _entry(t: dict) -> str:
     if t["damaged"]:
         return "damaged"
     if t["summary"] is None:
-        return "running"
+        return "failed" if t.get("failed") else "running"
     s = t["summary"]
     steps = _fmt_steps(s.median_steps_to_solve)
     if s.median_final_loss is None:
@@ -317,7 +321,9 @@ def _trials_table(trials: list[dict]) -> str:
     ]
     for t in trials:
         if t["summary"] is None:
-            state = "damaged" if t["damaged"] else "running"
+            failed = (t.get("failed") or "")[:80].replace("|", "/")
+            state = ("damaged" if t["damaged"] else
+                     f"failed: {failed}" if failed else "running")
             lines.append(f"| {t['name']} | {t['variant']} | {t['gap']} | {state} | | | | |")
             continue
         s = t["summary"]

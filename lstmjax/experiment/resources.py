@@ -5,6 +5,7 @@ batch B, evaluation batch B_e, T = ``task.seq_len``, L layers, d directions, pro
 G·H and N parameters, in elements of the cell's dtype::
 
     per seed:  train  = 2 · B · T · (G·H + 3·H) · L · d     (saved activations + cotangents)
+                        2 · B · ((T/K + K) · (G·H + 3·H) + T·H) · L · d    (model.remat = K)
                eval   = B_e · T · (G·H + 3·H) · L · d
                state  = 4 · N                             (parameters, gradients, 2 moments)
     trial:     S · (max(train, eval) + state)
@@ -26,6 +27,7 @@ __all__ = ["estimate_bytes", "memory_limit_bytes", "check_fits"]
 def estimate_bytes(cfg) -> int:
     """The memory estimate of one trial config (see the module docstring)."""
     from lstmjax import cells, tasks
+    from lstmjax._remat import segment_length
     from lstmjax._util import hashable
 
     task = tasks.make(cfg.task.name, length=cfg.task.length, **hashable(cfg.task.params))
@@ -41,6 +43,10 @@ def estimate_bytes(cfg) -> int:
     n_params += width * task.output_size + task.output_size
     per_position = (P + 3 * H) * m.num_layers * d
     train = 2 * cfg.train.batch_size * T * per_position
+    if m.remat is not None:  # T/K carries kept, one segment of K steps redone at a time
+        K = segment_length(m.remat, T)
+        train = 2 * cfg.train.batch_size * (
+            (T // K + K) * per_position + T * H * m.num_layers * d)
     evaluate = cfg.train.eval_batch_size * T * per_position
     seeds = len(cfg.train.seeds) if cfg.train.vmap_seeds else 1
     itemsize = 8 if m.options.get("dtype") == "float64" else 4

@@ -11,6 +11,8 @@
       <trial>/summary.json     the trial's TrialSummary; its presence marks the trial finished
       results.csv, report.md, plots/   written by lstmjax.experiment.report
       tensorboard/<trial>/seed-<s>/, wandb/   with output.loggers (lstmjax.experiment.loggers)
+      optuna.db                the study of a `sweep.method: optuna` search (SQLite;
+                               lstmjax.experiment.search)
 
 The runner (training) and the report (tables, plots) both go through this module; neither
 imports the other. Rules that keep a run directory intact, whatever the user points at:
@@ -46,11 +48,12 @@ __all__ = [
     "CONFIG_FILE", "METRICS_FILE", "DIAGNOSTICS_FILE", "SUMMARY_FILE", "CHECKPOINT_DIR",
     "CHECKSUM_FILE",
     "RESULTS_FILE", "REPORT_FILE", "PLOTS_DIR", "LOCK_FILE", "WANDB_DIR", "RUN_FILES",
-    "TRIAL_FILES",
+    "TRIAL_FILES", "FAILED_FILE",
     "RunError", "DamagedFile", "Checkpointer", "RunLock", "run_dir_for", "read_yaml",
     "write_config", "check_same_config", "check_no_links", "plan_run", "plan_trials",
     "read_metrics",
     "write_metrics", "read_summary", "read_finished", "write_summary", "load_run_config", "warn",
+    "write_failure", "read_failure", "clear_failure",
 ]  # fmt: skip
 
 CONFIG_FILE = "config.yaml"
@@ -63,9 +66,11 @@ RESULTS_FILE = "results.csv"
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
 LOCK_FILE = ".lstmjax.lock"
+FAILED_FILE = "failed.json"  # a trial whose training raised: the error, until it is retried
 WANDB_DIR = "wandb"  # the wandb logger's offline runs (lstmjax.experiment.loggers)
 RUN_FILES = (CONFIG_FILE, RESULTS_FILE, REPORT_FILE)  # atomically written at the top level
-TRIAL_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKSUM_FILE, DIAGNOSTICS_FILE)
+TRIAL_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKSUM_FILE, DIAGNOSTICS_FILE,
+               FAILED_FILE)
 
 
 class RunError(ConfigError):
@@ -390,6 +395,29 @@ def read_finished(trial_dir: Path) -> TrialSummary | None:
     return summary
 
 
+def write_failure(trial_dir: Path, message: str) -> None:
+    """Mark a trial as failed (``failed.json``: the error); kept until the trial trains again."""
+    if trial_dir.is_symlink() or (trial_dir.exists() and not trial_dir.is_dir()):
+        return  # not ours to write into (plan_run refuses such a run on resume)
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(trial_dir / FAILED_FILE, {"error": message})
+
+
+def read_failure(trial_dir: Path) -> str | None:
+    """The error a failed trial stopped with, or None."""
+    try:
+        data = json.loads((trial_dir / FAILED_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return str(data.get("error", "failed")) if isinstance(data, dict) else "failed"
+
+
+def clear_failure(trial_dir: Path) -> None:
+    path = trial_dir / FAILED_FILE
+    if path.is_file() and not path.is_symlink():
+        path.unlink()
+
+
 def write_summary(path: Path, summary: TrialSummary) -> None:
     atomic_write_json(path, summary.to_json())
 
@@ -432,10 +460,17 @@ class Checkpointer:
             for stale in self.directory.glob("*.orbax-checkpoint-tmp*"):
                 if stale.is_dir() and not stale.is_symlink():
                     shutil.rmtree(stale, ignore_errors=True)
+            extra = {}
+            if _several_processes():  # each process checkpoints its own trials, alone
+                rank = _rank()
+                extra["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
+                    primary_host=rank, active_processes={rank},
+                    barrier_sync_key_prefix=f"lstmjax-{rank}")
             self._manager = ocp.CheckpointManager(
                 self.directory,
                 options=ocp.CheckpointManagerOptions(
-                    max_to_keep=self.keep, enable_async_checkpointing=False, create=True
+                    max_to_keep=self.keep, enable_async_checkpointing=False,
+                    create=not extra, **extra,  # (the directory exists: made above)
                 ),
             )
         return self._manager
@@ -455,6 +490,10 @@ class Checkpointer:
         import orbax.checkpoint as ocp
 
         mgr = self._mgr()
+        if _several_processes():  # host-local arrays: saved as NumPy (orbax refuses them)
+            import jax
+
+            state = jax.device_get(state)
         mgr.save(step, args=ocp.args.StandardSave(state), force=True)
         mgr.wait_until_finished()
         sums = {s: v for s, v in self._sums().items() if int(s) in mgr.all_steps()}
@@ -466,6 +505,12 @@ class Checkpointer:
         import jax
         import orbax.checkpoint as ocp
 
+        if _several_processes():  # saved as NumPy: restored so, then placed like `like`
+            import numpy as np
+
+            host = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), like)
+            state = self._mgr().restore(step, args=ocp.args.StandardRestore(host))
+            return jax.tree.map(lambda x, ref: jax.device_put(x, ref.sharding), state, like)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         return self._mgr().restore(step, args=ocp.args.StandardRestore(abstract))
 
@@ -521,6 +566,18 @@ class Checkpointer:
                     shutil.rmtree(p)
         if self.sums_path.is_file():
             self.sums_path.unlink()
+
+
+def _several_processes() -> bool:
+    import jax
+
+    return jax.process_count() > 1
+
+
+def _rank() -> int:
+    import jax
+
+    return jax.process_index()
 
 
 def _digest_dir(path: Path) -> dict[str, str]:

@@ -11,6 +11,8 @@ it. Randomness depends only on (seed, step), so a resumed run reproduces the uni
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -21,9 +23,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from lstmjax._io import atomic_write_text, remove_stale_temporaries
-from lstmjax.experiment import frontier, loggers
+from lstmjax.experiment import frontier, hosts, loggers, search
 from lstmjax.experiment.config import to_dict
 from lstmjax.experiment.diagnose import Diagnoser, read_diagnostics, write_diagnostics
+from lstmjax.experiment.errors import one_line
 from lstmjax.experiment.progress import Reporter, make_reporter, position_label
 from lstmjax.experiment.rundir import (
     CHECKPOINT_DIR,
@@ -37,6 +40,7 @@ from lstmjax.experiment.rundir import (
     RunError,
     RunLock,
     check_same_config,
+    clear_failure,
     plan_run,
     plan_trials,
     prepare,
@@ -46,15 +50,25 @@ from lstmjax.experiment.rundir import (
     run_dir_for,
     warn,
     write_config,
+    write_failure,
     write_metrics,
     write_summary,
+)
+from lstmjax.experiment.schedule import (
+    DEFAULT_PLACEMENT,
+    Job,
+    Placement,
+    make_jobs,
+    placements,
+    select_devices,
 )
 from lstmjax.experiment.schema import ExperimentConfig
 from lstmjax.experiment.summary import SeedResult, TrialSummary
 from lstmjax.experiment.sweep import Trial, expand
 
 __all__ = [
-    "run_trials", "run_trial", "compile_trial", "seeds_in_one_program", "check_dtypes", "needs_x64",
+    "run_trials", "run_trial", "compile_trial", "compile_job", "seeds_in_one_program",
+    "check_dtypes", "needs_x64",
 ]  # fmt: skip
 
 
@@ -65,9 +79,16 @@ def run_trials(
     resume: bool = False,
     progress: str | Reporter | None = None,
     force_unlock: bool = False,
+    devices: int | None = None,
 ) -> dict:
     """Train every trial of ``cfg`` into its run directory; returns a run summary
-    ``{"name", "run_dir", "wall_time_s", "trials": [summary.json dicts]}``.
+    ``{"name", "run_dir", "wall_time_s", "devices", "trials": [summary.json dicts],
+    "failed": [{"trial", "error"}]}`` (``frontier`` too for a frontier config).
+
+    ``devices`` (default ``cfg.output.devices``, else every local device): with several,
+    trials train concurrently, one per device (:mod:`lstmjax.experiment.schedule`); results do
+    not depend on the schedule. A trial that raises fails alone: it is listed in ``failed``
+    (and its ``failed.json``), the others finish, ``--resume`` retries it.
 
     Without ``resume`` the directory must not exist yet (or be empty). With ``resume``,
     finished trials are skipped and unfinished ones continue from their last valid checkpoint;
@@ -85,8 +106,16 @@ def run_trials(
     loggers.check_loggers(cfg)
     check_fits(trials if cfg.frontier is None else
                [frontier.probe(cfg, v, cfg.frontier.start, 0) for v in trials])
-    RunLock(run_dir, force=force_unlock).check()
-    plan = plan_run(run_dir, cfg, trials if cfg.frontier is None else [], resume)
+    rank, nproc = hosts.rank_and_count()
+    if nproc > 1 and cfg.search.method == "optuna":
+        raise RunError("sweep.method: an optuna study runs in one process (it proposes one "
+                       "trial at a time); run it without --num-processes")
+    if rank == 0:
+        RunLock(run_dir, force=force_unlock).check()
+    chosen = select_devices(devices if devices is not None else cfg.output.devices)
+    searched = cfg.frontier is not None or cfg.search.method == "optuna"  # trials found as it goes
+    plan = plan_run(run_dir, cfg, [] if searched else trials, resume)
+    hosts.meet("planned")  # every process checked the directory before any writes to it
     if not isinstance(progress, Reporter):
         progress = make_reporter(progress or cfg.output.progress)
     reporter = progress
@@ -95,81 +124,274 @@ def run_trials(
     except OSError as e:
         raise RunError(f"{run_dir}: cannot create the run directory ({e.strerror or e})") from None
     t0 = time.monotonic()
-    result: dict[str, Any] = {"name": cfg.name, "run_dir": str(run_dir)}
-    with RunLock(run_dir, force=force_unlock):
-        prepare(run_dir, to_dict(cfg))
+    result: dict[str, Any] = {"name": cfg.name, "run_dir": str(run_dir),
+                              "devices": [f"{d.platform}:{d.id}" for d in chosen],
+                              "process": rank, "processes": nproc}
+    failures: list[dict] = []
+    several = chosen if len(chosen) > 1 else None
+    with RunLock(run_dir, force=force_unlock) if rank == 0 else contextlib.nullcontext():
+        if rank == 0:
+            prepare(run_dir, to_dict(cfg))
+        hosts.clear_markers(run_dir, rank)
+        hosts.meet("prepared")
         sinks = loggers.open_run(cfg, run_dir)
         try:
-            if cfg.frontier is None:
-                summaries = _train(trials, plan, run_dir, reporter, len(trials), sinks)
+            if cfg.search.method == "optuna":  # lstmjax.experiment.search; None: it failed
+                def one(trial, state):
+                    out = _train([trial], {trial.name: state}, run_dir, reporter,
+                                 cfg.search.num_trials, sinks, several, failures)
+                    return out[0] if out else None
+                summaries, result["best"] = search.run_optuna(cfg, run_dir, one, reporter.message)
+            elif cfg.frontier is None:
+                summaries = _train(share(trials, plan, rank, nproc), plan, run_dir, reporter,
+                                   len(trials), sinks, several, failures)
             else:
-                summaries, found = _search_frontier(cfg, trials, run_dir, reporter, resume,
-                                                    sinks)
-                result["frontier"] = frontier.rows(trials, found)
+                mine = trials[rank::nproc]
+                summaries, found = _search_frontier(cfg, mine, run_dir, reporter, resume, sinks,
+                                                    several, failures)
+                result["frontier"] = frontier.rows(mine, found)
         finally:
             reporter.close()
             sinks.close()
+        if nproc > 1:
+            summaries, failures = _gather(cfg, trials, run_dir, rank, nproc, summaries,
+                                          failures, result)
     result["wall_time_s"] = time.monotonic() - t0
     result["trials"] = [s.to_json() for s in summaries]
+    result["failed"] = failures
     return result
 
 
+def share(trials: list[Trial], plan: dict[str, str], rank: int, count: int) -> list[Trial]:
+    """Process ``rank``'s share of ``trials``: every ``count``-th job (so a learning-rate
+    group stays in one process), finished trials included (they are read back)."""
+    if count == 1:
+        return trials
+    mine = {t.name for i, job in enumerate(make_jobs(trials, {})) if i % count == rank
+            for t in job.trials}
+    return [t for t in trials if t.name in mine]
+
+
+def _gather(cfg, trials, run_dir: Path, rank: int, nproc: int, summaries, failures, result):
+    """Several processes: each marks itself done; process 0 waits for all and returns the
+    whole run's summaries (read from the shared directory) and failures."""
+    if rank != 0:
+        hosts.write_done(run_dir, rank, failures)
+        return summaries, failures
+    failures = failures + hosts.wait_for_all(run_dir, nproc)
+    if cfg.frontier is None:
+        found = [read_finished(run_dir / t.name) for t in trials]
+        return [s for s in found if s is not None], failures
+    probes, results = frontier.collect(run_dir, cfg, trials)
+    result["frontier"] = frontier.rows(trials, results)
+    return [s for _, s, _ in probes if s is not None], failures
+
+
 def _train(trials: list[Trial], plan: dict[str, str], run_dir: Path, reporter: Reporter,
-           count: int, sinks: loggers.Loggers | None = None) -> list[TrialSummary]:
-    """Train ``trials`` one after another (each trial's seeds in one program), compiling the
-    next trial's program in a thread while the current one trains (XLA releases the GIL while
-    compiling, and one small model leaves a core idle)."""
-    todo = [t for t in trials if plan[t.name] != "finished"]
-    summaries, cache, futures = [], {}, {}
+           count: int, sinks: loggers.Loggers | None = None, devices: list | None = None,
+           failures: list | None = None) -> list[TrialSummary]:
+    """Train ``trials`` (finished ones are read back), grouped into jobs
+    (:func:`~lstmjax.experiment.schedule.make_jobs`); returns the summaries in trial order,
+    without those of trials that failed (appended to ``failures``). One device: the jobs one
+    after another, the next one compiling in a thread while the current one trains (XLA
+    releases the GIL while compiling). Several: one job per device at a time, concurrently,
+    or, with fewer jobs than devices, each job's seeds sharded over its share."""
+    failures = [] if failures is None else failures
+    done: dict[str, TrialSummary] = {}
+    for t in trials:
+        if plan[t.name] == "finished":
+            done.update(_guarded(Job((t,)), run_dir, plan, reporter, count, sinks, failures))
+    jobs = make_jobs(trials, plan)
+    t0, total = time.monotonic(), len(trials)
+
+    def finished(results: dict) -> None:
+        done.update(results)
+        reporter.sweep(len(done) + len(failures), count and total, time.monotonic() - t0)
+
+    if devices is None or len(devices) <= 1:
+        _train_sequentially(jobs, run_dir, plan, reporter, count, sinks, failures, finished)
+    elif len(jobs) < len(devices):
+        with _Pool(devices, run_dir, plan, reporter, count, sinks, failures) as pool:
+            for job, where in zip(jobs, placements(jobs, devices), strict=True):
+                pool.submit(job, where)
+            while pool.pending:
+                finished(pool.next()[1])
+    else:
+        with _Pool(devices, run_dir, plan, reporter, count, sinks, failures) as pool:
+            for job in jobs:
+                pool.submit(job)
+            while pool.pending:
+                finished(pool.next()[1])
+    return [done[t.name] for t in trials if t.name in done]
+
+
+def _train_sequentially(jobs, run_dir, plan, reporter, count, sinks, failures, finished) -> None:
+    cache: dict = {}
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lstmjax-compile")
-
-    def prefetch(i: int) -> None:
-        if i < len(todo):
-            futures[todo[i].name] = pool.submit(compile_trial, todo[i], cache)
-
     try:
-        prefetch(0)
-        for trial in trials:
-            future = futures.pop(trial.name, None)
-            if future is not None:
-                prefetch(todo.index(trial) + 1)
-            summaries.append(run_trial(
-                trial, run_dir / trial.name, resume=plan[trial.name] != "new",
-                reporter=reporter, count=count,
-                compiled=future.result() if future else None, sinks=sinks,
-            ))
+        future = pool.submit(compile_job, jobs[0], cache) if jobs else None
+        for i, job in enumerate(jobs):
+            try:
+                compiled = future.result()
+            except Exception:  # noqa: BLE001 -- compiled (and reported) again in _guarded
+                compiled = None
+            future = pool.submit(compile_job, jobs[i + 1], cache) if i + 1 < len(jobs) else None
+            finished(_guarded(job, run_dir, plan, reporter, count, sinks, failures,
+                              compiled=compiled, cache=cache))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    return summaries
+
+
+def _guarded(job: Job, run_dir: Path, plan, reporter, count, sinks, failures,
+             compiled=None, placement: Placement = DEFAULT_PLACEMENT, stop=None, cache=None
+             ) -> dict[str, TrialSummary]:
+    """Run one job; a failure (an exception other than a run-directory or config problem, or
+    an interrupt) fails only its trials: written to their ``failed.json``, named in a warning
+    and in ``failures``, and retried by ``--resume``."""
+    from lstmjax.experiment.errors import ConfigError
+
+    try:
+        summaries = _run_job(job, [run_dir / t.name for t in job.trials],
+                             [plan[t.name] != "new" for t in job.trials], reporter, count,
+                             compiled, sinks, placement, stop, cache)
+    except (ConfigError, OSError):
+        raise
+    except Exception as e:  # noqa: BLE001 -- whatever a trial raises fails that trial only
+        message = one_line(f"{type(e).__name__}: {e}")[:300]
+        for t in job.trials:
+            write_failure(run_dir / t.name, message)
+            failures.append({"trial": t.name, "error": message})
+        warn(f"trial {job.name} failed ({message}); the other trials continue, "
+             "`--resume` retries it")
+        return {}
+    return {t.name: s for t, s in zip(job.trials, summaries, strict=True)}
+
+
+class _Pool:
+    """Worker threads, one per device: each runs whole jobs on its device (or, for a job
+    submitted with a placement, on that placement's devices). ``next()`` returns
+    ``(job, {trial name: summary})`` as jobs finish; an interrupt raised in a worker is
+    re-raised here, and leaving the ``with`` block stops and joins the workers."""
+
+    def __init__(self, devices, run_dir, plan, reporter, count, sinks, failures):
+        import queue
+        import threading
+
+        self.devices = list(devices)
+        self.args = (run_dir, plan, reporter, count, sinks, failures)
+        self.stop = threading.Event()
+        self.todo: queue.Queue = queue.Queue()
+        self.results: queue.Queue = queue.Queue()
+        self.pending = 0
+        self.threads: list = []
+        self._free = queue.Queue()
+        for d in self.devices:
+            self._free.put(d)
+        self._cache: dict = {}
+
+    def __enter__(self):
+        return self
+
+    def submit(self, job: Job, placement: Placement | None = None) -> None:
+        import threading
+
+        self.pending += 1
+        thread = threading.Thread(target=self._work, args=(job, placement), daemon=True,
+                                  name=f"lstmjax-{len(self.threads)}")
+        self.threads.append(thread)
+        thread.start()
+
+    def _work(self, job: Job, placement: Placement | None) -> None:
+        device = None
+        try:
+            if placement is None or not placement.devices:
+                device = self._free.get()  # wait for a device to come free
+                placement = Placement((device,))
+            if self.stop.is_set():
+                raise KeyboardInterrupt
+            self.results.put((job, _guarded(job, *self.args, placement=placement,
+                                            stop=self.stop, cache=self._cache), None))
+        except BaseException as e:  # noqa: BLE001 -- handed to the main thread
+            self.results.put((job, {}, e))
+        finally:
+            if device is not None:
+                self._free.put(device)
+
+    def next(self) -> tuple[Job, dict]:
+        job, summaries, error = self.results.get()
+        self.pending -= 1
+        if error is not None:
+            raise error
+        return job, summaries
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
 
 
 def _search_frontier(cfg: ExperimentConfig, variants: list[Trial], run_dir: Path,
-                     reporter: Reporter, resume: bool, sinks: loggers.Loggers | None = None):
-    """Rounds of probes, one per unfinished variant, until every variant's search is done
-    (:func:`lstmjax.experiment.frontier.plan`); returns (summaries, frontier per variant)."""
+                     reporter: Reporter, resume: bool, sinks: loggers.Loggers | None = None,
+                     devices: list | None = None, failures: list | None = None):
+    """Per variant, probes planned by :func:`lstmjax.experiment.frontier.plan` from that
+    variant's own outcomes until its search is done; returns (summaries, frontier per
+    variant). One device: rounds of one probe per unfinished variant. Several: each variant's
+    search goes on as soon as its probe finishes (one probe per device at a time); the
+    decisions depend only on each variant's outcomes, so they are the same either way. A
+    variant whose probe fails stops searching (its frontier is marked incomplete)."""
     from lstmjax.experiment.resources import check_fits
 
+    failures = [] if failures is None else failures
     known: dict[str, dict[int, float]] = {v.name: {} for v in variants}
     found: dict[str, frontier.FrontierResult] = {}
     summaries: list[TrialSummary] = []
+    stopped: set[str] = set()
     index = 0
-    while True:
-        batch = []
+    states: dict[str, str] = {}
+
+    def next_probe(v: Trial) -> Trial | None:
+        nonlocal index
+        gap, found[v.name] = frontier.plan(cfg.frontier, known[v.name])
+        if gap is None or v.name in stopped:
+            return None
+        trial = frontier.probe(cfg, v, gap, index)
+        index += 1
+        check_fits([trial])
+        states.update(plan_trials(run_dir, [trial]) if resume else {trial.name: "new"})
+        return trial
+
+    def record(v: Trial, trial: Trial, summary: TrialSummary | None) -> None:
+        if summary is None:  # failed: named in failures
+            stopped.add(v.name)
+            found[v.name] = dataclasses.replace(found[v.name], complete=False)
+            return
+        known[v.name][int(trial.gap)] = summary.solved_fraction
+        summaries.append(summary)
+
+    if devices is None or len(devices) <= 1:
+        while True:
+            batch = [(v, t) for v in variants if (t := next_probe(v)) is not None]
+            if not batch:
+                return summaries, found
+            got = {s.trial: s for s in _train([t for _, t in batch], states, run_dir, reporter,
+                                              0, sinks, failures=failures)}
+            for v, t in batch:
+                record(v, t, got.get(t.name))
+    owner: dict[str, Trial] = {}
+    with _Pool(devices, run_dir, states, reporter, 0, sinks, failures) as pool:
         for v in variants:
-            gap, found[v.name] = frontier.plan(cfg.frontier, known[v.name])
-            if gap is not None:
-                batch.append((v, frontier.probe(cfg, v, gap, index)))
-                index += 1
-        if not batch:
-            return summaries, found
-        probes = [t for _, t in batch]
-        check_fits(probes)
-        states = plan_trials(run_dir, probes) if resume else {t.name: "new" for t in probes}
-        for (v, trial), summary in zip(
-            batch, _train(probes, states, run_dir, reporter, 0, sinks), strict=True
-        ):
-            known[v.name][int(trial.gap)] = summary.solved_fraction
-            summaries.append(summary)
+            if (t := next_probe(v)) is not None:
+                owner[t.name] = v
+                pool.submit(Job((t,)))
+        while pool.pending:
+            job, got = pool.next()
+            trial = job.trials[0]
+            v = owner[trial.name]
+            record(v, trial, got.get(trial.name))
+            if (t := next_probe(v)) is not None:
+                owner[t.name] = v
+                pool.submit(Job((t,)))
+    return summaries, found
 
 
 def evaluate_lengths(trainer, cfg: ExperimentConfig, state) -> list[dict]:
@@ -260,165 +482,323 @@ def run_trial(
     trial continues from its newest valid checkpoint. ``compiled``: the trial's programs from
     :func:`compile_trial` (compiled here if absent).
     """
+    return _run_job(Job((trial,)), [Path(trial_dir)], [resume], reporter or Reporter(), count,
+                    compiled, sinks)[0]
+
+
+def _run_job(job: Job, dirs: list[Path], resumes: list[bool], reporter: Reporter, count: int,
+             compiled: CompiledTrial | None = None, sinks: loggers.Loggers | None = None,
+             placement: Placement = DEFAULT_PLACEMENT, stop=None, cache: dict | None = None
+             ) -> list[TrialSummary]:
+    """Train the trials of ``job`` as one program (their seeds side by side on the seed
+    axis); each trial keeps its own directory, metrics, checkpoints and summary, and is
+    finished (summary written) as soon as all its seeds are frozen or its steps are done.
+    ``stop`` (an event): raise KeyboardInterrupt at the next chunk boundary once it is set."""
     import jax
 
-    reporter = reporter or Reporter()
-    cfg, tc = trial.cfg, trial.cfg.train
-    summary_path = trial_dir / SUMMARY_FILE
-    config_path = trial_dir / CONFIG_FILE
-    if resume and summary_path.exists():
+    if len(job.trials) == 1 and resumes[0] and (dirs[0] / SUMMARY_FILE).exists():
+        trial = job.trials[0]
         try:
-            summary = read_finished(trial_dir)
-            reporter.message(
+            summary = read_finished(dirs[0])
+            reporter._message(
                 f"{position_label(trial.index, count)} {trial.name}: finished earlier, skipped"
             )
-            return summary
+            return [summary]
         except DamagedFile:
             pass  # warned about by plan_run; train it again from its checkpoint
 
     t_start = time.monotonic()
-    compiled = compiled or compile_trial(trial)
+    compiled = compiled or compile_job(job, cache, placement)
     trainer, chunk = compiled.trainer, compiled.chunk
-    seeds = list(tc.seeds)
-    state = compiled.init(*_init_args(cfg))
-
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(trial_dir, TRIAL_FILES)
-    if resume and config_path.exists():
-        try:
-            check_same_config(read_yaml(config_path), to_dict(cfg), config_path)
-        except DamagedFile:
-            resume = False  # warned about by plan_run; start again
-    checkpoints = Checkpointer(trial_dir / CHECKPOINT_DIR, keep=cfg.output.keep_checkpoints)
-    lines: list[dict] = []
-    restored = None
-    if resume:
-        restored, state = checkpoints.restore_latest(state)
-        if restored is None and checkpoints.steps():
-            warn(f"{trial_dir}: no valid checkpoint; the trial is trained again from the start")
-    if restored is not None:
-        lines = [m for m in read_metrics(trial_dir / METRICS_FILE, strict=False)
-                 if m["step"] <= restored]
-        missing = _missing_evaluations(lines, restored, tc.eval_every)
-        if missing:
-            # Continuing would leave a hole in the learning curve (and a summary built from
-            # it); randomness is a function of (seed, step), so retraining reproduces it.
-            warn(f"{trial_dir / METRICS_FILE}: no metrics for {missing} evaluation(s) up to "
-                 f"step {restored} (missing or damaged); the trial is trained again from the "
-                 "start so that its learning curve is complete")
-            restored, lines = None, []
-            state = compiled.init(*_init_args(cfg))
-    if restored is None:
-        checkpoints.clear()
-        write_config(config_path, to_dict(cfg))
-        atomic_write_text(trial_dir / METRICS_FILE, "")
-    diag = Diagnoser(trainer, cfg) if cfg.diagnostics is not None else None
-    diag_lines: list[dict] = []
-    if diag is not None:
-        if restored is not None:
-            diag_lines = [d for d in read_diagnostics(trial_dir / DIAGNOSTICS_FILE)
-                          if d["step"] <= restored]
-        if not diag_lines:  # at initialisation (or rebuilt: every seed starts the same way)
-            diag_lines = diag.lines(compiled.init(*_init_args(cfg)), 0)
-    # the other loggers (lstmjax.experiment.loggers) get only records after the checkpoint
+    cfg, tc = job.trials[0].cfg, job.trials[0].cfg.train
+    fresh = compiled.init(*compiled.init_args)
     sinks = loggers.Loggers() if sinks is None else sinks
-    sinks.open_trial(trial, resumed_from=restored)
-    if restored is None:
-        sinks.diagnostics(trial, diag_lines)
+    diag = Diagnoser(trainer, cfg) if cfg.diagnostics is not None else None
+    runs, lo = [], 0
+    for trial, trial_dir, resume in zip(job.trials, dirs, resumes, strict=True):
+        hi = lo + len(trial.cfg.train.seeds)
+        runs.append(_TrialRun(trial, trial_dir, resume, (lo, hi), sinks, diag))
+        lo = hi
+    whole = len(runs) == 1
+    if whole:
+        state = runs[0].begin(fresh, lambda: compiled.init(*compiled.init_args))
+    else:  # a learning-rate group, resumed as the same program where its trials agree
+        state = _begin_group(runs, fresh, placement)
+        if state is None:
+            warn(f"{job.name}: its trials stopped at different steps; they are resumed one by "
+                 "one (results equal to float tolerance, not bit for bit)")
+            return [_run_job(Job((r.trial,)), [r.dir], [r.resume], reporter, count, None,
+                             sinks, placement, stop, cache)[0] for r in runs]
+    where = placement.label if placement.devices else ""
+    for run in runs:
+        if run.finished is None:
+            run.open_progress(reporter, count, tc.steps, where)
+            run.check_done(state if whole else _take(state, run.seeds))
 
-    step = int(state.step[0])
-    total = tc.steps
-    reporter.start_trial(trial.index, count, trial.name, total, len(seeds))
-    last_saved = step
-    first_chunk_s = None
-    steps_run = 0
+    steps_run, first_chunk_s, step = 0, None, int(state.step[0])
     t_loop = time.monotonic()
-    while step < total and not _all_frozen(state, tc.early_stop):
+    while not all(run.done for run in runs):
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt
         t = time.monotonic()
         state, metrics = chunk(state)
         metrics = jax.device_get(metrics)
         if first_chunk_s is None:
             first_chunk_s = time.monotonic() - t
-        new_lines = _metric_lines(metrics, seeds)
-        lines += new_lines
-        sinks.metrics(trial, new_lines)
         new_step = int(metrics["step"][0])
-        steps_run += new_step - step
-        step = new_step
-        status = _status(lines, seeds, state)
-        reporter.update(step, *status)
-        done = step >= total or _all_frozen(state, tc.early_stop)
-        if diag is not None and (done or diag.due(step - tc.eval_every, step)):
-            new_diag = diag.lines(state, step)
-            diag_lines += new_diag
-            sinks.diagnostics(trial, new_diag)
-        if done or step - last_saved >= cfg.output.checkpoint_every:
-            write_metrics(trial_dir / METRICS_FILE, lines)
-            if diag is not None:
-                write_diagnostics(trial_dir / DIAGNOSTICS_FILE, diag_lines)
-            checkpoints.save(step, state)
-            last_saved = step
+        steps_run, step = steps_run + new_step - step, new_step
+        for run in runs:
+            if not run.done:
+                run.after_chunk(state if whole else _take(state, run.seeds),
+                                _take(metrics, run.seeds), step)
     loop_s = time.monotonic() - t_loop
 
-    # throughput after compilation (chunks after the first), in seed-steps per second
+    # throughput after compilation (chunks after the first), in seed-steps per second: the
+    # program's, each trial credited with its share of the seeds
     throughput = None
     if steps_run > trainer.steps_per_chunk and first_chunk_s is not None:
         later = loop_s - first_chunk_s
         if later > 0:
-            throughput = (steps_run - trainer.steps_per_chunk) * len(seeds) / later
-    summary = _summarise(trial, trainer.task, state, lines, seeds).replace(
-        wall_time_s=time.monotonic() - t_start,
-        compile_s=compiled.compile_s,
-        first_chunk_s=first_chunk_s,
-        seed_steps_per_s=throughput,
-        resumed_from_step=restored,
-    )
-    if cfg.eval is not None and cfg.eval.lengths:
-        summary = summary.replace(length_eval=evaluate_lengths(trainer, cfg, state))
-    write_metrics(trial_dir / METRICS_FILE, lines)
-    if diag is not None:
-        write_diagnostics(trial_dir / DIAGNOSTICS_FILE, diag_lines)
-    write_summary(summary_path, summary)
-    sinks.close_trial(trial)
-    note = "" if restored is None else f" (resumed from step {restored})"
-    reporter.end_trial(step, *_status(lines, seeds, state), note)
-    return summary
+            throughput = (steps_run - trainer.steps_per_chunk) * job.seeds / later
+    out = []
+    for run in runs:
+        if run.finished is not None:  # finished before this resume: kept as it was
+            out.append(run.finished)
+            continue
+        share = None if throughput is None else throughput * run.n_seeds / job.seeds
+        out.append(run.finish(trainer, state if whole else _take(state, run.seeds), dict(
+            wall_time_s=time.monotonic() - t_start, compile_s=compiled.compile_s,
+            first_chunk_s=first_chunk_s, seed_steps_per_s=share)))
+    return out
+
+
+def _begin_group(runs: list[_TrialRun], fresh, placement: Placement):
+    """The state of a resumed learning-rate group: every unfinished trial restored at the
+    same step (or all new), each finished one's final checkpoint standing in for it (its seeds
+    are frozen, so only the step clock had moved on); None when the trials disagree (e.g. a
+    kill between two trials' checkpoints), and then nothing has been changed."""
+    import jax
+    import jax.numpy as jnp
+
+    steps = {}
+    for run in runs:
+        latest = Checkpointer(run.dir / CHECKPOINT_DIR).latest_step() if run.resume else None
+        if run.resume and (run.dir / SUMMARY_FILE).exists():
+            try:
+                run.finished = read_finished(run.dir)
+            except DamagedFile:
+                run.finished = None
+            if run.finished is not None and latest is None:
+                return None
+        if run.finished is None:
+            steps[run.trial.name] = latest or 0
+    if len(set(steps.values())) != 1:
+        return None
+    common = next(iter(steps.values()))
+    parts = []
+    for run in runs:
+        like = _take(fresh, run.seeds)
+        if run.finished is not None:
+            step, part = Checkpointer(run.dir / CHECKPOINT_DIR).restore_latest(like)
+            if step is None or step > common:
+                return None
+            run.done = True
+            part = part._replace(step=jnp.full_like(part.step, common))
+        else:
+            part = run.begin(like, lambda like=like: like)
+            if int(part.step[0]) != common:
+                return None
+        parts.append(part)
+    state = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+    sharding = placement.sharding()
+    return state if sharding is None else jax.device_put(state, sharding)
+
+
+def _take(tree, seeds: tuple[int, int]):
+    """The seeds ``[lo, hi)`` of a pytree with a leading seed axis."""
+    import jax
+
+    lo, hi = seeds
+    return jax.tree.map(lambda x: x[lo:hi], tree)
+
+
+class _TrialRun:
+    """One trial's bookkeeping inside a job: its directory, metric lines, diagnostics,
+    checkpoints and loggers, for the seeds ``seeds = (lo, hi)`` of the job's program."""
+
+    def __init__(self, trial: Trial, trial_dir: Path, resume: bool, seeds: tuple[int, int],
+                 sinks: loggers.Loggers, diag: Diagnoser | None):
+        self.trial, self.dir, self.resume, self.seeds = trial, trial_dir, resume, seeds
+        self.n_seeds = seeds[1] - seeds[0]
+        self.sinks, self.diag = sinks, diag
+        self.cfg = trial.cfg
+        self.seed_ids = list(self.cfg.train.seeds)
+        self.lines: list[dict] = []
+        self.diag_lines: list[dict] = []
+        self.restored: int | None = None
+        self.done = False
+        self.state = None  # the trial's state once it is done
+        self.finished: TrialSummary | None = None  # finished before a resume of its group
+
+    def begin(self, fresh, reinit):
+        """Prepare the directory; returns the trial's state: ``fresh``, or restored from its
+        newest valid checkpoint when resuming (``reinit()`` rebuilds a fresh state)."""
+        cfg, tc = self.cfg, self.cfg.train
+        config_path = self.dir / CONFIG_FILE
+        self.dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.dir, TRIAL_FILES)
+        resume = self.resume
+        if resume and config_path.exists():
+            try:
+                check_same_config(read_yaml(config_path), to_dict(cfg), config_path)
+            except DamagedFile:
+                resume = False  # warned about by plan_run; start again
+        self.checkpoints = Checkpointer(self.dir / CHECKPOINT_DIR,
+                                        keep=cfg.output.keep_checkpoints)
+        state, restored = fresh, None
+        if resume:
+            restored, state = self.checkpoints.restore_latest(fresh)
+            if restored is None and self.checkpoints.steps():
+                warn(f"{self.dir}: no valid checkpoint; the trial is trained again from the "
+                     "start")
+        if restored is not None:
+            self.lines = [m for m in read_metrics(self.dir / METRICS_FILE, strict=False)
+                          if m["step"] <= restored]
+            missing = _missing_evaluations(self.lines, restored, tc.eval_every)
+            if missing:
+                # Continuing would leave a hole in the learning curve (and a summary built
+                # from it); randomness is a function of (seed, step), so retraining
+                # reproduces it.
+                warn(f"{self.dir / METRICS_FILE}: no metrics for {missing} evaluation(s) up "
+                     f"to step {restored} (missing or damaged); the trial is trained again "
+                     "from the start so that its learning curve is complete")
+                restored, self.lines = None, []
+                state = reinit()
+        if restored is None:
+            self.checkpoints.clear()
+            write_config(config_path, to_dict(cfg))
+            atomic_write_text(self.dir / METRICS_FILE, "")
+        clear_failure(self.dir)
+        self.restored = restored
+        if self.diag is not None:
+            if restored is not None:
+                self.diag_lines = [d for d in read_diagnostics(self.dir / DIAGNOSTICS_FILE)
+                                   if d["step"] <= restored]
+            if not self.diag_lines:  # at initialisation (every seed starts the same way)
+                self.diag_lines = self.diag.lines(fresh if restored is None else reinit(), 0)
+        # the other loggers (lstmjax.experiment.loggers) get only records after the checkpoint
+        self.sinks.open_trial(self.trial, resumed_from=restored)
+        if restored is None:
+            self.sinks.diagnostics(self.trial, self.diag_lines)
+        self.last_saved = int(state.step[0])
+        return state
+
+    def open_progress(self, reporter: Reporter, count: int, total: int, where: str) -> None:
+        self.progress = reporter.open(self.trial.index, count, self.trial.name, total,
+                                      self.n_seeds, where)
+
+    def check_done(self, state) -> None:
+        tc = self.cfg.train
+        self.done = int(state.step[0]) >= tc.steps or _all_frozen(state, tc.early_stop)
+        if self.done:
+            self.state = state
+
+    def after_chunk(self, state, metrics: dict, step: int) -> None:
+        tc = self.cfg.train
+        new_lines = _metric_lines(metrics, self.seed_ids)
+        self.lines += new_lines
+        self.sinks.metrics(self.trial, new_lines)
+        self.progress.update(step, *_status(self.lines, self.seed_ids, state))
+        self.check_done(state)
+        if self.diag is not None and (self.done or self.diag.due(step - tc.eval_every, step)):
+            new_diag = self.diag.lines(state, step)
+            self.diag_lines += new_diag
+            self.sinks.diagnostics(self.trial, new_diag)
+        if self.done or step - self.last_saved >= self.cfg.output.checkpoint_every:
+            write_metrics(self.dir / METRICS_FILE, self.lines)
+            if self.diag is not None:
+                write_diagnostics(self.dir / DIAGNOSTICS_FILE, self.diag_lines)
+            self.checkpoints.save(step, state)
+            self.last_saved = step
+
+    def finish(self, trainer, state, timing: dict) -> TrialSummary:
+        """Write the trial's summary (and final metrics); ``state``: the job's state now, used
+        only if the trial did not finish earlier than the job."""
+        state = self.state if self.state is not None else state
+        summary = _summarise(self.trial, trainer.task, state, self.lines, self.seed_ids)
+        summary = summary.replace(resumed_from_step=self.restored, **timing)
+        if self.cfg.eval is not None and self.cfg.eval.lengths:
+            summary = summary.replace(length_eval=evaluate_lengths(trainer, self.cfg, state))
+        write_metrics(self.dir / METRICS_FILE, self.lines)
+        if self.diag is not None:
+            write_diagnostics(self.dir / DIAGNOSTICS_FILE, self.diag_lines)
+        write_summary(self.dir / SUMMARY_FILE, summary)
+        self.sinks.close_trial(self.trial)
+        note = "" if self.restored is None else f" (resumed from step {self.restored})"
+        self.progress.end(int(state.step[0]), *_status(self.lines, self.seed_ids, state), note)
+        return summary
 
 
 class CompiledTrial(NamedTuple):
-    """A trial's trainer and its compiled programs: ``init(keys, learning_rate)`` and
-    ``chunk(state)`` over all seeds."""
+    """A job's trainer and its compiled programs: ``init(*init_args)`` and ``chunk(state)``
+    over all its seeds (of all its trials)."""
 
     trainer: Any
     init: Any
     chunk: Any
     compile_s: float
+    init_args: tuple = ()
 
 
 def compile_trial(trial: Trial, cache: dict | None = None) -> CompiledTrial:
     """Build and compile a trial's programs (ahead of time, so a run can prepare the next trial
     while the current one trains). ``cache`` shares compiled initialisers between trials that
     build the same parameters (e.g. one cell at several gaps)."""
+    return compile_job(Job((trial,)), cache)
+
+
+def compile_job(job: Job, cache: dict | None = None, placement: Placement = DEFAULT_PLACEMENT
+                ) -> CompiledTrial:
+    """Build and compile a job's programs for ``placement`` (default: the default device):
+    the vmapped initialiser over (seed key, learning rate) and the vmapped chunk."""
     import jax
 
     from lstmjax.train import make_trainer
 
     t0 = time.monotonic()
-    cfg = trial.cfg
+    cfg = job.trials[0].cfg
     trainer = make_trainer(cfg)
-    args = _init_args(cfg)
-    init, abstract = _cached_init(trainer, cfg, cache if cache is not None else {}, args)
+    args = _job_init_args(job)
+    sharding = placement.sharding()
+    if sharding is not None:
+        args = jax.device_put(args, sharding)
+    init, abstract = _cached_init(trainer, cfg, cache if cache is not None else {}, args,
+                                  sharding, placement.label)
     chunk = jax.jit(seeds_in_one_program(trainer.chunk, cfg.train.vmap_seeds), donate_argnums=0)
-    return CompiledTrial(trainer, init, chunk.lower(abstract).compile(), time.monotonic() - t0)
+    if sharding is not None:
+        abstract = jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract)
+    return CompiledTrial(trainer, init, chunk.lower(abstract).compile(),
+                         time.monotonic() - t0, args)
 
 
 def _init_args(cfg: ExperimentConfig):
-    """(stacked PRNG keys of the seeds, base learning rate) for the vmapped init."""
+    """(stacked PRNG keys of the seeds, the learning rate per seed) for the vmapped init."""
     import jax
     import jax.numpy as jnp
 
     keys = jnp.stack([jax.random.PRNGKey(s) for s in cfg.train.seeds])
-    return keys, jnp.float32(cfg.train.learning_rate)
+    return keys, jnp.full((len(cfg.train.seeds),), cfg.train.learning_rate, jnp.float32)
+
+
+def _job_init_args(job: Job):
+    """:func:`_init_args` of each trial of ``job``, side by side on the seed axis."""
+    import jax.numpy as jnp
+
+    parts = [_init_args(t.cfg) for t in job.trials]
+    if len(parts) == 1:
+        return parts[0]
+    return (jnp.concatenate([k for k, _ in parts]), jnp.concatenate([lr for _, lr in parts]))
 
 
 def seeds_in_one_program(chunk, vmap: bool = True):
@@ -432,20 +812,22 @@ def seeds_in_one_program(chunk, vmap: bool = True):
     return lambda state: jax.lax.map(chunk, state)
 
 
-def _cached_init(trainer, cfg: ExperimentConfig, cache: dict, args):
-    """(compiled vmapped ``trainer.init(keys, learning_rate)``, shapes of the state it returns),
-    shared by trials that build the same parameters and optimiser state (same model, optimiser
-    settings, task sizes and number of seeds)."""
+def _cached_init(trainer, cfg: ExperimentConfig, cache: dict, args, sharding=None,
+                 where: str = ""):
+    """(compiled vmapped ``trainer.init(keys, learning_rates)``, shapes of the state it
+    returns), shared by jobs that build the same parameters and optimiser state (same model,
+    optimiser settings, task sizes, number of seeds and placement)."""
     import jax
 
     train = {k: v for k, v in to_dict(cfg.train).items() if k != "learning_rate"}
-    train["seeds"] = len(cfg.train.seeds)
+    train["seeds"] = int(args[0].shape[0])
     key = json.dumps(
-        [to_dict(cfg.model), train, trainer.task.input_size, trainer.task.output_size],
+        [to_dict(cfg.model), train, trainer.task.input_size, trainer.task.output_size, where],
         sort_keys=True,
     )
     if key not in cache:
-        init = jax.jit(jax.vmap(trainer.init, in_axes=(0, None)))
+        init = jax.jit(jax.vmap(trainer.init, in_axes=(0, 0)),
+                       **({} if sharding is None else {"out_shardings": sharding}))
         cache[key] = (init.lower(*args).compile(), init.eval_shape(*args))
     return cache[key]
 

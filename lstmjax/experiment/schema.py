@@ -17,6 +17,8 @@ Defaults shown; only ``task.name`` is required::
       zoneout: 0.0             # a rate, or [z_c, z_h] for LSTM-type cells (Krueger et al. 2017)
       weight_drop: 0.0         # DropConnect on W_h, one mask per batch (Merity et al. 2017)
       learn_initial_carry: false
+      remat: null              # bounded-memory backward pass: keep the carry every K steps and
+                               # recompute segments (an int K >= 1, or auto = round(sqrt(T)))
       options: {}              # cell options; each reaches the cells of the sweep that take it
     train:
       optimizer: adam          # adam | adamw | sgd | rmsprop
@@ -39,12 +41,26 @@ Defaults shown; only ``task.name`` is required::
       early_stop: true         # freeze a seed once the task's `solved` criterion holds
       blowup_factor: 100       # a seed whose final loss exceeds 100 x chance "blew up" (null: off)
       vmap_seeds: true         # seeds via jax.vmap (false: lax.map, one after another)
+      batch_learning_rates: true  # trials differing only in learning_rate: one program
       seeds: 1                 # a count (seeds 0..n-1) or a list of seeds
     sweep: {}                  # dotted key -> list of values; the cartesian product. A key
                                # without a dot is a grouped axis: each value is a mapping of
                                # dotted keys set together (and an optional `name`), e.g.
                                # {variant: [{name: slow-rnn, model.cell: rnn,
                                #             train.learning_rate: 1.0e-3}, ...]}
+      method: grid             # grid | random | optuna (reserved keys of the sweep:
+                               # method, num_trials, seed, objective, direction)
+      num_trials: null         # random, optuna: how many trials (required)
+      seed: 0                  # random, optuna: the sampler's seed
+      objective: null          # optuna (required): solved_fraction, solved_seeds,
+                               # median_steps_to_solve, median_final_loss, diverged_seeds,
+                               # blew_up_seeds -- a statistic of the trial's summary.json
+      direction: null          # optuna: maximize | minimize (null: the objective's own)
+                               # random, optuna: a key's value is a list (a choice) or one of
+                               # {choice: [...]}, {uniform: [low, high]},
+                               # {loguniform: [low, high]}, {int: [low, high]} (inclusive), or
+                               # {distribution: loguniform, low: ..., high: ...}
+                               # (lstmjax.experiment.space, lstmjax.experiment.search)
     frontier: null             # {key: task.length, start: 5, max: 2000, factor: 2,
                                #  resolution: 0.1, min_solved: 0.5}: search the largest solved
                                # gap per variant (lstmjax.experiment.frontier)
@@ -58,6 +74,8 @@ Defaults shown; only ``task.name`` is required::
       keep_checkpoints: 1
       plots: true
       progress: auto           # auto | rich | plain | none
+      devices: null            # local devices to use (null: all; `lstmjax run` makes one
+                               # CPU device per core); trials run concurrently, one per device
       loggers: [jsonl]         # also tensorboard, wandb (lstmjax.experiment.loggers); jsonl
                                # (metrics.jsonl) is always written
       wandb: {mode: offline, project: lstmjax, entity: null, group: null, tags: []}
@@ -76,6 +94,9 @@ import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from lstmjax.experiment.space import SearchSpace
+from lstmjax.experiment.space import parse as parse_space
 
 __all__ = [
     "ExperimentConfig",
@@ -130,6 +151,18 @@ def _seeds(value: Any) -> Any:
 
 
 _Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+def _remat(value: Any) -> Any:
+    """``model.remat``: steps per checkpointed segment (an integer >= 1), ``auto`` or null."""
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"expected the steps per checkpointed segment (an integer >= 1), auto "
+            f"(round(sqrt(T))) or null (off), got {value!r}"
+        )
+    return value
 
 
 def _pair(value: Any) -> Any:
@@ -189,6 +222,8 @@ class ModelConfig(_Section):
     zoneout: Annotated[_Rate | tuple[_Rate, _Rate], BeforeValidator(_pair)] = 0.0
     weight_drop: float = Field(0.0, ge=0.0, lt=1.0)
     learn_initial_carry: bool = False
+    # lj.RNN(remat=...): checkpoint the carry every K steps (an int >= 1 or "auto"); None: off
+    remat: Annotated[int | Literal["auto"] | None, BeforeValidator(_remat)] = None
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("options")
@@ -233,6 +268,7 @@ class TrainConfig(_Section):
     early_stop: bool = True
     blowup_factor: float | None = Field(100.0, gt=1.0)  # final loss > factor x chance: blew up
     vmap_seeds: bool = True
+    batch_learning_rates: bool = True  # trials that differ only in learning_rate: one program
     seeds: Annotated[tuple[int, ...], BeforeValidator(_seeds)] = (0,)
 
     @model_validator(mode="after")
@@ -281,6 +317,7 @@ class OutputConfig(_Section):
     loggers: Annotated[tuple[Literal["jsonl", "tensorboard", "wandb"], ...],
                        BeforeValidator(_loggers)] = ("jsonl",)
     wandb: WandbConfig = Field(default_factory=WandbConfig)
+    devices: int | None = Field(None, ge=1, le=4096)  # local devices (None: all of them)
 
 
 class FrontierConfig(_Section):
@@ -341,7 +378,7 @@ class ExperimentConfig(_Section):
     task: TaskConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    sweep: dict[str, Any] = Field(default_factory=dict)  # see lstmjax.experiment.space
     frontier: FrontierConfig | None = None
     diagnostics: DiagnosticsConfig | None = None
     eval: EvalConfig | None = None
@@ -360,16 +397,24 @@ class ExperimentConfig(_Section):
 
     @field_validator("sweep")
     @classmethod
-    def _distinct_values(cls, v: dict) -> dict:
-        for key, values in v.items():
+    def _valid_sweep(cls, v: dict) -> dict:
+        for key, axis in parse_space(v).axes.items():
+            if not axis.is_choice:
+                continue
+            where = key if axis.kind == "list" else axis.where.removeprefix("sweep.")
             seen = []
-            for value in values:
+            for value in axis.values:
                 if any(value == s and type(value) is type(s) for s in seen):
-                    raise ValueError(f"{key}: {value!r} is listed twice")
+                    raise ValueError(f"{where}: {value!r} is listed twice")
                 seen.append(value)
-            for value in values:
-                _check_finite(key, value)
+            for value in axis.values:
+                _check_finite(where, value)
         return v
+
+    @property
+    def search(self) -> SearchSpace:
+        """The sweep's method, settings and axes (:mod:`lstmjax.experiment.space`)."""
+        return parse_space(self.sweep)
 
 
 def fields_at(loc: tuple) -> list[str]:

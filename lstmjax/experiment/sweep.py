@@ -13,6 +13,11 @@ the 255-byte limit, and the full values are in the trial's ``config.yaml`` and `
 Each trial's ``model.options`` keep only the options its cell takes
 (:func:`lstmjax.cells.applicable_options`): this is the one place where a shared options block
 is filtered.
+
+``sweep.method: random`` expands into its ``num_trials`` drawn points, named the same way
+(:mod:`lstmjax.experiment.space`); ``sweep.method: optuna`` expands into the search space's
+probe points (every choice and bound), which the loader validates and the runner sizes memory
+by; the trials themselves are proposed while the study runs (:mod:`lstmjax.experiment.search`).
 """
 
 from __future__ import annotations
@@ -20,12 +25,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import itertools
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from lstmjax.experiment.schema import ExperimentConfig
+from lstmjax.experiment.space import Pick
 
 __all__ = [
     "Trial", "Point", "expand", "points", "trial_name", "format_value", "swept_keys", "GAP_KEY",
@@ -81,9 +86,9 @@ def group_label(value: Any) -> Any:
 def swept_keys(cfg: ExperimentConfig) -> list[str]:
     """Every dotted key the sweep sets, grouped axes flattened, in sweep order."""
     keys: dict[str, None] = {}
-    for key, values in cfg.sweep.items():
+    for key, axis in cfg.search.axes.items():
         if is_group(key):
-            for value in values:
+            for value in axis.values if axis.is_choice else ():
                 keys.update({k: None for k in (value if isinstance(value, dict) else {})
                              if k != "name"})
         else:
@@ -94,14 +99,16 @@ def swept_keys(cfg: ExperimentConfig) -> list[str]:
 @dataclasses.dataclass(frozen=True)
 class Point:
     """A point of the sweep before validation: ``values`` of the swept keys, ``positions``
-    (index of each value in its sweep list), ``assignment`` (the dotted keys it sets) and
-    ``raw``, the trial's plain dict (no sweep, options not yet filtered)."""
+    (index of each value in its sweep list, for the keys that have one), ``assignment`` (the
+    dotted keys it sets), ``raw``, the trial's plain dict (no sweep, options not yet filtered),
+    and ``picks``: per swept key, its value and where in the config it comes from."""
 
     index: int
     values: dict[str, Any]
     positions: dict[str, int]
     raw: dict
     assignment: dict[str, Any] = dataclasses.field(default_factory=dict)
+    picks: dict[str, Pick] = dataclasses.field(default_factory=dict)
 
     @property
     def label(self) -> str | None:
@@ -112,51 +119,79 @@ class Point:
 
 
 def points(cfg: ExperimentConfig) -> Iterator[Point]:
-    """Every point of ``cfg``'s sweep in product order (last key fastest)."""
+    """Every point of ``cfg``'s sweep: the grid in product order (last key fastest), the draws
+    of a random search in the order drawn, the probe points of an optuna search."""
+    space = cfg.search
+    if space.method == "grid":
+        chosen = space.grid()
+    else:
+        chosen = space.sample() if space.method == "random" else space.probes()
+    base = base_raw(cfg)
+    for index, picks in enumerate(chosen):
+        yield make_point(base, index, picks)
+
+
+def base_raw(cfg: ExperimentConfig) -> dict:
+    """``cfg`` as a plain dict without its sweep: what every point starts from."""
     base = cfg.model_dump(mode="json")
     base["sweep"] = {}
-    keys = list(cfg.sweep)
-    ranges = [range(len(cfg.sweep[k])) for k in keys]
-    for index, combo in enumerate(itertools.product(*ranges)):
-        positions = dict(zip(keys, combo, strict=True))
-        values, assignment = {}, {}
-        for k, i in positions.items():
-            value = cfg.sweep[k][i]
-            if is_group(k):
-                values[k] = group_label(value)
-                if isinstance(value, dict):
-                    assignment.update({dk: dv for dk, dv in value.items() if dk != "name"})
-            else:
-                values[k] = value
-                assignment[k] = value
-        yield Point(index, values, positions, with_values(base, assignment), assignment)
+    return base
+
+
+def make_point(base: dict, index: int, picks: dict[str, Pick]) -> Point:
+    """The point that sets each swept key to its pick (a grouped axis: its mapping's keys)."""
+    values, assignment = {}, {}
+    for k, pick in picks.items():
+        value = pick.value
+        if is_group(k):
+            values[k] = group_label(value)
+            if isinstance(value, dict):
+                assignment.update({dk: dv for dk, dv in value.items() if dk != "name"})
+        else:
+            values[k] = value
+            assignment[k] = value
+    positions = {k: p.position for k, p in picks.items() if p.position is not None}
+    return Point(index, values, positions, with_values(base, assignment), assignment, picks)
 
 
 def expand(
     cfg: ExperimentConfig, validate: Callable[[Point], ExperimentConfig] | None = None
 ) -> list[Trial]:
-    """The trials of ``cfg``'s sweep in product order (last key fastest).
+    """The trials of ``cfg``'s sweep (:func:`points`): the grid in product order (last key
+    fastest), a random search's draws in the order drawn.
 
     Each trial's config has no sweep, and its ``model.options`` keep only what its cell takes.
     ``validate(point)`` turns a point (options filtered) into its config; the default is the
     schema alone (``cfg`` was validated as a whole when it was loaded).
     """
-    from lstmjax import cells
-
     validate = validate or (lambda p: ExperimentConfig.model_validate(p.raw))
-    labels = _short_keys(list(cfg.sweep))
+    labels = axis_labels(cfg)
     trials, seen = [], set()
     for point in points(cfg):
-        model = point.raw["model"]
-        if model.get("cell") in cells.names() and isinstance(model.get("options"), dict):
-            model["options"] = cells.applicable_options(model["cell"], model["options"])
-        trial_cfg = validate(point)
-        name = trial_name(point.values, labels)
-        if name in seen:  # two values that print alike, e.g. 0.1 and "0.1"
-            name = f"{name}__{point.index}"
-        seen.add(name)
-        trials.append(Trial(point.index, name, point.values, trial_cfg, point.assignment))
+        trials.append(make_trial(point, validate, labels, seen))
     return trials
+
+
+def make_trial(point: Point, validate: Callable[[Point], ExperimentConfig],
+               labels: dict[str, str], seen: set[str]) -> Trial:
+    """The trial of ``point`` (options filtered to its cell), named from its values; a name in
+    ``seen`` gets ``__<index>`` appended, and the name is added to ``seen``."""
+    from lstmjax import cells
+
+    model = point.raw["model"]
+    if model.get("cell") in cells.names() and isinstance(model.get("options"), dict):
+        model["options"] = cells.applicable_options(model["cell"], model["options"])
+    trial_cfg = validate(point)
+    name = trial_name(point.values, labels)
+    if name in seen:  # two values that print alike, e.g. 0.1 and "0.1"
+        name = f"{name}__{point.index}"
+    seen.add(name)
+    return Trial(point.index, name, point.values, trial_cfg, point.assignment)
+
+
+def axis_labels(cfg: ExperimentConfig, extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """The short label of each swept key (and of ``extra`` keys) in trial names."""
+    return _short_keys([*cfg.search.axes, *extra])
 
 
 def with_values(raw: dict, assignment: dict[str, Any]) -> dict:

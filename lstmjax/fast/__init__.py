@@ -8,16 +8,17 @@ configuration is covered, and ``Cell.reference_recur_scan`` (autodiff through
 ``lax.scan``) otherwise. This package imports nothing from :mod:`lstmjax.cells`: a cell
 passes itself (duck-typed: only its options are read) and its family class.
 
-The fast loop has exactly the reference semantics (resets, masks,
+The fast loop has exactly the reference semantics (resets, masks, ``reset_carry``,
 ``return_carries``) and is differentiable w.r.t. the recurrent parameters, the
-initial carry and the projected inputs ``xp``; its gradients equal autodiff
+initial and reset carries and the projected inputs ``xp``; its gradients equal autodiff
 through the reference loop (to 1e-10 in float64, pinned by ``tests/test_fast.py``).
 
 How it is faster than autodiff through ``lax.scan`` (cuDNN's recipe; the speed-ups
 are measured in ``benchmarks/RESULTS.md``):
 
 * the forward loop saves the gate activations, so the backward loop evaluates no
-  transcendental; sigmoid/tanh blocks run as one full-width ``tanh`` pass;
+  transcendental; sigmoid/tanh blocks run as one full-width ``tanh`` pass; without a
+  gradient (the custom VJP's primal) it saves nothing but the outputs;
 * the reverse loop carries only ``dh`` (and ``dc``) and emits the pre-activation
   cotangents ``dz_t``; ``dW_h = Σ_t h_{t-1}ᵀ dz_t`` is one ``[H, T·B] @ [T·B, G·H]``
   matmul after the loop, and ``dxp = dz`` so ``dW_x``/``db`` come from autodiff of
@@ -74,14 +75,18 @@ def covers(cell, family: type, params, carry, xp_T, keys=("W_h",)) -> bool:
 
 
 def run_kernel(kernel, P, carry, xp_T, valid_T=None, reset_T=None, *, unroll=1,
-               return_carries=False):
-    """Run a family kernel through the custom-VJP loop with ``Cell.recur_scan`` semantics."""
+               return_carries=False, reset_carry=None):
+    """Run a family kernel through the custom-VJP loop with ``Cell.recur_scan`` semantics
+    (``reset_carry``: what a reset restores; default ``carry``)."""
     if xp_T.shape[0] == 0:
         raise ValueError("the fast loop needs at least one time step (got T=0)")
     run = make_scan(kernel, valid_T is not None, reset_T is not None, bool(return_carries),
                     unroll)
+    reset0 = None
+    if reset_T is not None:
+        reset0 = carry if reset_carry is None else reset_carry
     try:
-        return run(P, carry, xp_T, valid_T, reset_T)
+        return run(P, carry, reset0, xp_T, valid_T, reset_T)
     except TypeError as e:
         if "forward-mode" not in str(e):
             raise

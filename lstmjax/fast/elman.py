@@ -40,7 +40,8 @@ def applies(cell, family: type, params, carry, xp_T) -> bool:
 
 
 def recur_scan(cell, params, carry, xp_T, valid_T=None, reset_T=None, *, unroll=1,
-               return_carries=False):
+               return_carries=False, reset_carry=None):
     """``Cell.recur_scan`` for an Elman RNN through the custom-VJP loop (check :func:`applies`)."""
     return run_kernel(RNNKernel(cell.activation), {"W_h": params["W_h"]}, carry, xp_T, valid_T,
-                      reset_T, unroll=unroll, return_carries=return_carries)
+                      reset_T, unroll=unroll, return_carries=return_carries,
+                      reset_carry=reset_carry)

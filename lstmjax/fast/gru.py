@@ -116,9 +116,9 @@ def applies(cell, family: type, params, carry, xp_T) -> bool:
 
 
 def recur_scan(cell, params, carry, xp_T, valid_T=None, reset_T=None, *, unroll=1,
-               return_carries=False):
+               return_carries=False, reset_carry=None):
     """``Cell.recur_scan`` for a GRU through the custom-VJP loop (check :func:`applies`)."""
     kernel = GRUKernel(cell.hidden_size, cell.reset_after, cell.gate_fn, cell.activation,
                        "b_hn" in params)
     return run_kernel(kernel, kernel.recurrent_params(params), carry, xp_T, valid_T, reset_T,
-                      unroll=unroll, return_carries=return_carries)
+                      unroll=unroll, return_carries=return_carries, reset_carry=reset_carry)

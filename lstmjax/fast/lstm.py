@@ -131,8 +131,10 @@ def applies(cell, family: type, params, carry, xp_T) -> bool:
 
 
 def recur_scan(cell, params, carry, xp_T, valid_T=None, reset_T=None, *, unroll=1,
-               return_carries=False):
+               return_carries=False, reset_carry=None):
     """``Cell.recur_scan`` for an LSTM through the custom-VJP loop (check :func:`applies`)."""
     kernel = LSTMKernel.of(cell)
+    reset_carry = None if reset_carry is None else tuple(reset_carry)
     return run_kernel(kernel, kernel.recurrent_params(params), tuple(carry), xp_T, valid_T,
-                      reset_T, unroll=unroll, return_carries=return_carries)
+                      reset_T, unroll=unroll, return_carries=return_carries,
+                      reset_carry=reset_carry)

@@ -51,6 +51,7 @@ def make_model(model_cfg, input_size: int, output_size: int) -> Model:
         zoneout=model_cfg.zoneout,
         weight_drop=model_cfg.weight_drop,
         learn_initial_carry=model_cfg.learn_initial_carry,
+        remat=model_cfg.remat,
     )
     width = net.output_size
 

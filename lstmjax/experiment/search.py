@@ -1,0 +1,258 @@
+"""``sweep.method: optuna``: a TPE study proposes the trials, one after another.
+
+    sweep:
+      method: optuna
+      num_trials: 24
+      seed: 0
+      objective: median_final_loss     # a statistic of the trial's summary.json
+      direction: minimize              # default: the objective's natural direction
+      train.learning_rate: {loguniform: [1.0e-4, 1.0e-1]}
+      model.options.forget_bias: {uniform: [0.0, 3.0]}
+
+The syntax and the random search are :mod:`lstmjax.experiment.space`. The runner asks the study
+for a point, trains it as an ordinary trial of the run directory (named from its values, seeds
+vmapped, checkpointed) and tells the study the trial's objective; a trial without the statistic
+(no seed solved, every seed diverged) counts as the worst value. The first
+``min(10, ceil(num_trials / 3))`` points are drawn at random (TPE's start-up), the rest by TPE;
+the sampler is seeded per trial from ``(sweep.seed, trial number)``, so a resumed study proposes
+what the uninterrupted one would have.
+
+The study lives in ``RUN_DIR/optuna.db`` (optuna's RDB storage on SQLite: every ask and tell is
+a committed transaction). ``--resume`` continues it: finished trials are kept, a trial that was
+interrupted is trained on from its checkpoint and then told, and new trials are asked for until
+the study holds ``num_trials``. A point whose values equal an earlier trial's (rounded as
+:mod:`lstmjax.experiment.space` rounds them) gets that trial's result without training again; a
+point that does not make a valid trial is told as failed, with a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lstmjax.experiment.config import trial_at
+from lstmjax.experiment.errors import ConfigError, one_line
+from lstmjax.experiment.rundir import RunError, plan_trials, read_finished, warn
+from lstmjax.experiment.schema import ExperimentConfig
+from lstmjax.experiment.space import Pick, SearchSpace, identity, round_value
+from lstmjax.experiment.summary import TrialSummary
+from lstmjax.experiment.sweep import Trial
+
+__all__ = ["STUDY_FILE", "run_optuna", "collect", "objective_value", "picks_from"]
+
+STUDY_FILE = "optuna.db"
+STUDY_NAME = "lstmjax"
+
+# train(trial, state) -> its summary, or None if it failed; state as rundir.plan_trials gives it
+TrainOne = Callable[[Trial, str], "TrialSummary | None"]
+
+
+def run_optuna(cfg: ExperimentConfig, run_dir: Path, train: TrainOne,
+               note: Callable[[str], None] | None = None) -> tuple[list[TrialSummary], dict | None]:
+    """Run (or continue) the study of ``cfg`` in ``run_dir``, training each proposed trial with
+    ``train``; returns (the summaries of its distinct trials in the order proposed, the best
+    trial ``{"trial", "number", "objective", "direction", "value", "values"}`` or None)."""
+    import optuna
+
+    space = cfg.search
+    note = note or (lambda _: None)
+    with _quiet(optuna):
+        study = _open(optuna, run_dir, create=True, direction=space.direction)
+        replay = _Replay(cfg)
+        outcomes: dict[int, float | None] = {}  # trial number -> value (None: failed)
+        summaries: dict[int, TrialSummary] = {}
+
+        def settle(number: int, params: dict) -> None:
+            trial, first = replay.trial(number, params)
+            if first is not None:
+                if first not in outcomes:
+                    return  # its trial failed: both are settled when --resume retries it
+                value = outcomes[first]
+                note(f"optuna trial {number + 1}/{space.num_trials}: the values of trial "
+                     f"{first + 1}; its result is reused")
+            elif isinstance(trial, ConfigError):
+                warn(f"optuna trial {number + 1}: {trial}; the study is told that it failed")
+                value = None
+            else:
+                summary = train(trial, plan_trials(run_dir, [trial])[trial.name])
+                if summary is None:
+                    return  # it failed (named by the runner); left running, --resume retries it
+                summaries[number] = summary
+                value = objective_value(summary, space)
+                told = [v for v in (*outcomes.values(), value) if v is not None]
+                best = (min if space.direction == "minimize" else max)(told)
+                note(f"optuna trial {number + 1}/{space.num_trials}: {space.objective} "
+                     f"{value:.4g} (best so far {best:.4g})")
+            outcomes[number] = value
+            if value is None:
+                study.tell(number, state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(number, value)
+
+        for ft in study.get_trials(deepcopy=False):
+            if ft.state == optuna.trial.TrialState.RUNNING:  # interrupted: train on, then tell
+                settle(ft.number, ft.params)
+                continue
+            trial, first = replay.trial(ft.number, ft.params)
+            outcomes[ft.number] = ft.value if ft.state == optuna.trial.TrialState.COMPLETE else None
+            if first is None and isinstance(trial, Trial):
+                summary = _finished(run_dir, trial)
+                if summary is not None:
+                    summaries[ft.number] = summary
+        distributions = _distributions(optuna, space)
+        while (number := len(study.get_trials(deepcopy=False))) < space.num_trials:
+            study.sampler = _sampler(optuna, space, number)
+            asked = study.ask(distributions)
+            settle(asked.number, asked.params)
+        best = _best(optuna, study, replay, space)
+    return [summaries[n] for n in sorted(summaries)], best
+
+
+def collect(run_dir: Path, cfg: ExperimentConfig) -> list[Trial]:
+    """The distinct trials of the study in ``run_dir``, in the order proposed (those whose values
+    repeat an earlier trial's, and failed points, left out); [] before the study exists."""
+    import optuna
+
+    if not (Path(run_dir) / STUDY_FILE).is_file():
+        return []
+    with _quiet(optuna):
+        study = _open(optuna, Path(run_dir), create=False)
+        replay = _Replay(cfg)
+        out = []
+        for ft in study.get_trials(deepcopy=False):
+            trial, first = replay.trial(ft.number, ft.params)
+            if first is None and isinstance(trial, Trial):
+                out.append(trial)
+    return out
+
+
+def objective_value(summary: TrialSummary, space: SearchSpace) -> float:
+    """The trial's objective; a missing statistic is the worst value (+-inf)."""
+    value = getattr(summary, space.objective)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return math.inf if space.direction == "minimize" else -math.inf
+    return float(value)
+
+
+def picks_from(space: SearchSpace, params: dict[str, Any]) -> dict[str, Pick]:
+    """A study trial's parameters as the value of each swept key (floats rounded as a random
+    search rounds them; a choice of lists or mappings is suggested by its position)."""
+    picks = {}
+    for key, axis in space.axes.items():
+        p = params[key]
+        if axis.is_choice:
+            i = p if not _primitive(axis.values) else next(
+                i for i, v in enumerate(axis.values) if v == p and type(v) is type(p))
+            picks[key] = axis.pick(i)
+        elif axis.kind == "int":
+            picks[key] = Pick(int(p), axis.where, None)
+        else:
+            picks[key] = Pick(round_value(float(p), *axis.values), axis.where, None)
+    return picks
+
+
+# ---- internals -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Replay:
+    """Turns the study's trials, in number order, into the run's trials -- the same names every
+    time (a name already taken gets ``__<number>``), whether training or reporting."""
+
+    cfg: ExperimentConfig
+    seen: set[str] = dataclasses.field(default_factory=set)
+    first: dict[tuple, int] = dataclasses.field(default_factory=dict)
+    trials: dict[int, Trial | ConfigError] = dataclasses.field(default_factory=dict)
+
+    def trial(self, number: int, params: dict) -> tuple[Trial | ConfigError, int | None]:
+        """(the trial of study trial ``number`` -- or the problem that stops its values making
+        one --, the number of an earlier trial with the same values or None)."""
+        if set(self.cfg.search.axes) - set(params):
+            return ConfigError("interrupted before the study stored its values"), None
+        picks = picks_from(self.cfg.search, params)
+        ident = identity(picks)
+        if ident in self.first:
+            first = self.first[ident]
+            return self.trials[first], first
+        self.first[ident] = number
+        try:
+            self.trials[number] = trial_at(self.cfg, number, picks, self.seen)
+        except ConfigError as e:
+            self.trials[number] = e
+        return self.trials[number], None
+
+
+def _open(optuna, run_dir: Path, *, create: bool, direction: str | None = None):
+    path = (run_dir / STUDY_FILE).absolute()
+    try:
+        storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
+        if create:
+            return optuna.create_study(storage=storage, study_name=STUDY_NAME,
+                                       direction=direction, load_if_exists=True)
+        return optuna.load_study(storage=storage, study_name=STUDY_NAME)
+    except Exception as e:  # noqa: BLE001 -- sqlalchemy and optuna raise many kinds
+        raise RunError(f"{path}: the optuna study cannot be opened ({type(e).__name__}: "
+                       f"{one_line(e)[:120]})") from None
+
+
+def _sampler(optuna, space: SearchSpace, number: int):
+    """TPE seeded from (sweep.seed, trial number): the same proposal whether or not the study
+    was interrupted before it."""
+    import numpy as np
+
+    seed = int(np.random.SeedSequence([space.seed, number]).generate_state(1)[0])
+    startup = min(10, math.ceil(space.num_trials / 3))
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+
+
+def _distributions(optuna, space: SearchSpace) -> dict:
+    d = optuna.distributions
+    out = {}
+    for key, axis in space.axes.items():
+        if axis.is_choice:
+            values = axis.values if _primitive(axis.values) else range(len(axis.values))
+            out[key] = d.CategoricalDistribution(tuple(values))
+        elif axis.kind == "int":
+            out[key] = d.IntDistribution(*axis.values)
+        else:
+            out[key] = d.FloatDistribution(*axis.values, log=axis.kind == "loguniform")
+    return out
+
+
+def _primitive(values) -> bool:
+    """Whether optuna can store the choices themselves (else their positions)."""
+    return all(v is None or isinstance(v, (bool, int, float, str)) for v in values)
+
+
+def _finished(run_dir: Path, trial: Trial) -> TrialSummary | None:
+    try:
+        return read_finished(run_dir / trial.name)
+    except RunError as e:
+        warn(f"{e}; trial {trial.name} is left out of the run's summaries")
+        return None
+
+
+def _best(optuna, study, replay: _Replay, space: SearchSpace) -> dict | None:
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not done:
+        return None
+    best = study.best_trial
+    trial = replay.trials[replay.first[identity(picks_from(space, best.params))]]
+    return {"trial": trial.name, "number": best.number, "objective": space.objective,
+            "direction": space.direction, "value": best.value, "values": trial.values}
+
+
+@contextlib.contextmanager
+def _quiet(optuna):
+    """optuna's per-trial INFO lines off while lstmjax drives the study (the progress display
+    reports the trials); the previous verbosity restored afterwards."""
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
