@@ -10,7 +10,7 @@
 
 Config and run-directory problems print ``error: <key.path>: <problem>`` and exit with status 2,
 without a traceback and without writing anything. Process-global settings are made here, at
-program entry, never at library import: the allocator tuning, XLA's optimisation level (2:
+program entry, never at library import: the allocator tuning, XLA's optimisation level (1:
 faster compiles, equal speed), on CPU one XLA device per core (so trials train concurrently;
 ``--devices``), and, for float64 configs, 64-bit JAX.
 """
@@ -111,14 +111,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
-XLA_OPT_LEVEL = "--xla_backend_optimization_level=2"
+XLA_OPT_LEVEL = "--xla_backend_optimization_level=1"
 
 
 def tune_xla() -> None:
-    """Program entry, before JAX initialises: XLA's backend optimisation level 2 instead of its
-    default 3 -- a training program of a small recurrent model compiles about 2x faster and
-    runs as fast (benchmarks/RESULTS.md), and a sweep or gap frontier compiles one program per
-    trial. Left alone when the user's ``XLA_FLAGS`` sets the level."""
+    """Program entry, before JAX initialises: XLA's backend optimisation level 1 instead of its
+    default -- a training chunk compiles ~30% faster and runs as fast (benchmarks/RESULTS.md),
+    and a sweep or gap frontier compiles one program per trial. Left alone when the user's
+    ``XLA_FLAGS`` sets the level."""
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_backend_optimization_level" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {XLA_OPT_LEVEL}".strip()
