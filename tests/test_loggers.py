@@ -352,3 +352,23 @@ def test_a_failing_sink_is_dropped_and_the_others_get_every_record(capsys):
         "warning: output.loggers: broken failed (RuntimeError: no network at all); it is off "
         "for the rest of the run (metrics.jsonl has every record)"
     ]
+
+
+def test_trials_open_at_once_log_into_their_own_runs(tmp_path):
+    """A learning-rate group trains two trials as one program, so both are open in the sinks
+    at once: each trial's event files must hold its own metrics.jsonl, nothing of the other."""
+    text = (TINY.replace(", wandb]", "]").replace("diagnostics: {every: 10, batch_size: 4, "
+                                                   "num_probes: 2}\n", "")
+            + "sweep: {train.learning_rate: [0.01, 0.1]}\n")
+    path = tmp_path / "g.yaml"
+    path.write_text(text)
+    out = tmp_path / "run"
+    run(load_config(path), out_dir=out, report=False)
+    for trial in ("learning_rate-0.01", "learning_rate-0.1"):
+        for seed in (0, 1):
+            points = _scalars(out / "tensorboard" / trial / f"seed-{seed}")
+            lines = [m for m in read_metrics(out / trial / "metrics.jsonl") if m["seed"] == seed]
+            assert lines
+            for m in lines:
+                assert points[("loss", m["step"])] == pytest.approx([m["loss"]], rel=1e-6)
+                assert points[("lr", m["step"])] == pytest.approx([m["lr"]], rel=1e-6)

@@ -244,25 +244,26 @@ class TensorBoardSink(Sink):
 
         self._writer_class = SummaryWriter
         self.root = Path(run_dir) / TENSORBOARD_DIR
-        self.writers: dict[int, Any] = {}
-        self.purge_step: int | None = None
+        # per trial (several are open at once: a learning-rate group, several devices)
+        self.writers: dict[tuple[str, int], Any] = {}
+        self.purge_step: dict[str, int | None] = {}
 
     def open_trial(self, trial: Trial, *, resumed_from: int | None = None) -> None:
         self.close_trial(trial)
-        self.purge_step = None if resumed_from is None else resumed_from + 1
+        self.purge_step[trial.name] = None if resumed_from is None else resumed_from + 1
 
     def _writer(self, trial: Trial, seed: int):
-        writer = self.writers.get(seed)
+        writer = self.writers.get((trial.name, seed))
         if writer is None:
             logdir = self.root / trial.name / f"seed-{seed}"
             fresh = not (logdir.is_dir() and any(logdir.glob("events.out.tfevents.*")))
             # TensorBoard reads a run's files in name order: the nanosecond suffix puts a
             # resumed process's file after the earlier ones even within the same second
             writer = self._writer_class(
-                str(logdir), purge_step=None if fresh else self.purge_step, flush_secs=10,
-                filename_suffix=f".{time.time_ns()}.{os.getpid()}",
+                str(logdir), purge_step=None if fresh else self.purge_step.get(trial.name),
+                flush_secs=10, filename_suffix=f".{time.time_ns()}.{os.getpid()}",
             )
-            self.writers[seed] = writer
+            self.writers[(trial.name, seed)] = writer
             if fresh:
                 from tensorboardX.summary import hparams
 
@@ -275,10 +276,10 @@ class TensorBoardSink(Sink):
         for tag, value in scalars.items():
             writer.add_scalar(tag, value, step)
 
-    def close_trial(self, trial: Trial) -> None:
-        writers, self.writers = self.writers, {}
-        for writer in writers.values():
-            writer.close()
+    def close_trial(self, trial: Trial | None) -> None:
+        """Close ``trial``'s writers (every trial's with None)."""
+        for key in [k for k in self.writers if trial is None or k[0] == trial.name]:
+            self.writers.pop(key).close()
 
     def close(self) -> None:
         self.close_trial(None)
@@ -296,7 +297,7 @@ class WandbSink(Sink):
         self.settings = cfg.output.wandb
         self.group = self.settings.group or cfg.name
         self.dir = Path(run_dir)
-        self.run = None
+        self.runs: dict[str, Any] = {}  # per open trial (several at once: groups, devices)
 
     def open_trial(self, trial: Trial, *, resumed_from: int | None = None) -> None:
         self.close_trial(trial)
@@ -307,7 +308,7 @@ class WandbSink(Sink):
                   "resumed_from_step": resumed_from,
                   **{k: tcfg[k] for k in ("task", "model", "train") if k in tcfg}}
         s = self.settings
-        self.run = self.wandb.init(
+        self.runs[trial.name] = self.wandb.init(
             dir=str(self.dir), project=s.project, entity=s.entity, group=self.group,
             name=trial.name, job_type="trial", tags=list(s.tags), config=config, mode=s.mode,
             reinit="create_new",
@@ -318,13 +319,13 @@ class WandbSink(Sink):
 
     def log(self, trial: Trial, seed: int, step: int, scalars: dict[str, float]) -> None:
         # one W&B step per evaluation: the seeds' records at a step are gathered (commit=False)
-        self.run.log({f"seed-{seed}/{k}": v for k, v in scalars.items()}, step=step,
-                     commit=False)
+        self.runs[trial.name].log({f"seed-{seed}/{k}": v for k, v in scalars.items()},
+                                  step=step, commit=False)
 
     def close_trial(self, trial: Trial | None, exit_code: int = 0) -> None:
-        run, self.run = self.run, None
-        if run is not None:
-            run.finish(exit_code=exit_code)
+        """Finish ``trial``'s W&B run (every open one with None)."""
+        for name in [n for n in self.runs if trial is None or n == trial.name]:
+            self.runs.pop(name).finish(exit_code=exit_code)
 
     def close(self) -> None:
         self.close_trial(None, exit_code=1)  # a trial still open: the run was interrupted
