@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+from _reporters import InterruptAfter
 
 from lstmjax import _io, cli
 from lstmjax.experiment import ConfigError, RunError, load_config, read_metrics, run
-from lstmjax.experiment.progress import Reporter
 
 TINY = """\
 name: tiny
@@ -164,26 +164,13 @@ def test_resume_of_a_finished_run_skips_every_trial(finished, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("summary.json")} == mtimes
 
 
-class _Interrupt(Reporter):
-    """Raises KeyboardInterrupt at the n-th progress update (after that chunk's metrics were
-    computed but before they were saved) -- an interruption between checkpoints."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def update(self, *args):
-        self.n -= 1
-        if self.n == 0:
-            raise KeyboardInterrupt
-
-
 def test_interrupted_run_resumes_to_identical_metrics(finished, tmp_path):
     run_dir, _ = finished
     # the sweep's first trial on its own (same trial config => same metrics as in `finished`)
     _, cfg = _config(tmp_path, TINY, ["output.checkpoint_every=10"])
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        run(cfg, out_dir=out, progress=_Interrupt(2))
+        run(cfg, out_dir=out, progress=InterruptAfter(2))
     tdir = out / "default"
     assert [p.name for p in (tdir / "checkpoints").iterdir()] == ["10"]
     assert not (tdir / "summary.json").exists()

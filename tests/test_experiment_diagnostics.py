@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from _reporters import InterruptAfter
 
 from lstmjax import cli
 from lstmjax.experiment import load_config, run
-from lstmjax.experiment.progress import Reporter
 
 TINY = """\
 name: dg
@@ -60,22 +60,12 @@ def test_diagnostics_are_written_at_init_every_n_steps_and_at_the_end(diagnosed)
     assert "gradient_flow.png" in (diagnosed / "report.md").read_text()
 
 
-class _StopAfter(Reporter):
-    def __init__(self, n):
-        self.n = n
-
-    def update(self, *args):
-        self.n -= 1
-        if self.n == 0:
-            raise KeyboardInterrupt
-
-
 @pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_same_diagnostics(diagnosed, tmp_path):
     _, cfg = _cfg(tmp_path, overrides=["model.cell=lstm"])  # the sweep's lstm trial alone
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        run(cfg, out_dir=out, progress=_StopAfter(3), report=False)  # after the step-20 point
+        run(cfg, out_dir=out, progress=InterruptAfter(3), report=False)  # after the step-20 point
     run(cfg, out_dir=out, resume=True, report=False)
     assert (out / "default" / "diagnostics.jsonl").read_text() == (
         diagnosed / "cell-lstm" / "diagnostics.jsonl").read_text()

@@ -15,10 +15,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from _reporters import InterruptAfter
 
 from lstmjax import cli
 from lstmjax.experiment import ConfigError, RunError, load_config, read_metrics, run
-from lstmjax.experiment.progress import Reporter
 
 TINY = """\
 name: tiny
@@ -227,16 +227,6 @@ def test_04_force_unlock_takes_over_a_lock_from_another_host(tmp_path, capsys):
 # ---- 5. a corrupted checkpoint never loads silently ----------------------------------------------
 
 
-class _StopAfter(Reporter):
-    def __init__(self, n):
-        self.n = n
-
-    def update(self, *args):
-        self.n -= 1
-        if self.n == 0:
-            raise KeyboardInterrupt
-
-
 @pytest.fixture(scope="module")
 def long_ref(tmp_path_factory):
     """The uninterrupted 40-step run that interrupted ones must reproduce."""
@@ -265,7 +255,7 @@ def test_05_corrupt_checkpoint_falls_back_or_restarts_with_a_warning(long_ref, t
     cfg = load_config(_write(tmp_path, text), [f"output.keep_checkpoints={keep}"])
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        run(cfg, out_dir=out, progress=_StopAfter(4), report=False)  # checkpoints at 10..30
+        run(cfg, out_dir=out, progress=InterruptAfter(4), report=False)  # checkpoints at 10..30
     bad = _corrupt_newest_checkpoint(out / "default")
     capsys.readouterr()
     run(cfg, out_dir=out, resume=True, report=False)
@@ -619,7 +609,7 @@ def test_21_resume_after_metrics_were_deleted_warns(long_ref, tmp_path, capsys):
     cfg = load_config(_write(tmp_path, text))
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        run(cfg, out_dir=out, progress=_StopAfter(3), report=False)
+        run(cfg, out_dir=out, progress=InterruptAfter(3), report=False)
     (out / "default" / "metrics.jsonl").unlink()
     capsys.readouterr()
     run(cfg, out_dir=out, resume=True, report=False)

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from _reporters import InterruptAfter
 
 from lstmjax import cli
 from lstmjax.experiment import ConfigError, load_config, loggers, read_metrics, run
-from lstmjax.experiment.progress import Reporter
 
 TINY = """\
 name: tiny
@@ -122,19 +122,6 @@ def _wandb_run(path: Path) -> tuple[dict, dict, dict[int, dict]]:
 # ---- a run interrupted between checkpoints, then resumed with a logger that fails -------------
 
 
-class _Interrupt(Reporter):
-    """KeyboardInterrupt at the n-th progress update: after that chunk's records went to the
-    loggers, before its checkpoint -- the points logged after the last checkpoint."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def update(self, *args):
-        self.n -= 1
-        if self.n == 0:
-            raise KeyboardInterrupt
-
-
 class _Failing(loggers.Sink):
     """Raises at its second record (a disk filling up mid-run)."""
 
@@ -168,7 +155,7 @@ def resumed(tmp_path_factory):
         mp.setenv("WANDB_MODE", "offline")
         mp.setenv("WANDB_SILENT", "true")
         with pytest.raises(KeyboardInterrupt):
-            run(cfg, out_dir=out, progress=_Interrupt(2))
+            run(cfg, out_dir=out, progress=InterruptAfter(2))
         first = {p.name for p in (out / "wandb").glob("offline-run-*")} if HAVE_WANDB else set()
         make = loggers.make_sinks
         mp.setattr(loggers, "make_sinks", lambda c, d: [*make(c, d), failing])
