@@ -1,4 +1,5 @@
-"""Several devices: ``python -m benchmarks.devices [--seeds 8] [--repeats 7] [--sweep N]``.
+"""Several devices: ``python -m benchmarks.devices [--seeds 8] [--repeats 7] [--sweep N]
+[--data-parallel]``.
 
 * **seeds** (always): one lstm trial's training chunk (adding, T=100, H=64, batch 32, 50 steps
   per chunk) with ``--seeds`` vmapped seeds, compiled for one device and for its seeds sharded
@@ -8,6 +9,10 @@
   with both devices, alternately, N times each, each in a fresh subprocess and run directory;
   wall time of the whole command (compiles included), median, and whether both found the same
   frontier.
+
+* **data parallel** (``--data-parallel``): one seed of an lstm trial (adding, T=200) at the
+  benchmarks' small (H=128, batch 32) and large (H=256, batch 128) sizes, a 10-step training
+  chunk on one device vs the batch split over two (``train.data_parallel``), alternately.
 
 Numbers go to stdout (a markdown table) for ``benchmarks/RESULTS.md``; never asserted on.
 """
@@ -63,6 +68,45 @@ def seeds_ratio(seeds: int, repeats: int) -> dict:
     return {"median_s": med, "speedup": med["1 device"] / med["2 devices (seeds sharded)"]}
 
 
+def data_parallel_ratio(repeats: int) -> dict:
+    import jax
+
+    jax.config.update("jax_num_cpu_devices", 2)
+    from lstmjax.experiment import from_dict
+    from lstmjax.experiment.runner import compile_job
+    from lstmjax.experiment.schedule import Job, Placement
+    from lstmjax.experiment.sweep import expand
+
+    devs = jax.devices()
+    out = {}
+    for size, hidden, batch in (("small", 128, 32), ("large", 256, 128)):
+        cfg = from_dict({
+            "name": "bench-dp", "task": {"name": "adding", "length": 200},
+            "model": {"cell": "lstm", "hidden_size": hidden},
+            "train": {"batch_size": batch, "eval_batch_size": batch, "steps": 100000,
+                      "eval_every": 10, "seeds": 1, "early_stop": False,
+                      "data_parallel": True},
+        })
+        job = Job((expand(cfg)[0],))
+        progs = {"1 device": compile_job(job, {}, Placement((devs[0],))),
+                 "2 devices (batch split)": compile_job(job, {}, Placement(tuple(devs[:2]),
+                                                                           True))}
+        states = {k: c.init(*c.init_args) for k, c in progs.items()}
+        times: dict[str, list[float]] = {k: [] for k in progs}
+        for k, c in progs.items():  # warm-up
+            states[k], m = c.chunk(states[k])
+            jax.block_until_ready(m)
+        for _ in range(repeats):
+            for k, c in progs.items():
+                t = time.perf_counter()
+                states[k], m = c.chunk(states[k])
+                jax.block_until_ready(m)
+                times[k].append(time.perf_counter() - t)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        out[size] = {"median_s": med, "speedup": med["1 device"] / med["2 devices (batch split)"]}
+    return out
+
+
 def _frontier(run_dir: Path) -> list[tuple[str, str, str]]:
     with (run_dir / "frontier.csv").open() as f:
         return [(r["variant"], r["largest_solved"], r["smallest_unsolved"])
@@ -95,6 +139,8 @@ def main(argv=None) -> int:
     p.add_argument("--sweep", type=int, default=0, metavar="N",
                    help="also time the quickstart sweep N times per device count")
     p.add_argument("--config", default="configs/quickstart.yaml")
+    p.add_argument("--data-parallel", action="store_true",
+                   help="also time one trial's batch split over two devices (small, large)")
     args = p.parse_args(argv)
     from lstmjax.cli import tune_xla
 
@@ -107,6 +153,13 @@ def main(argv=None) -> int:
             print(f"| {k} | {v:.1f} | {', '.join(f'{x:.0f}' for x in s['all_s'][k])} |")
         print(f"\nspeed-up with all devices: {s['speedup']:.2f}x; same frontier: "
               f"{s['same_frontier']} {s['frontier']}")
+    if args.data_parallel:
+        d = data_parallel_ratio(args.repeats)
+        print("\n| data parallel, lstm adding T=200, 10-step chunk | 1 device ms | 2 devices ms "
+              "| speed-up |\n|:--|--:|--:|--:|")
+        for size, r in d.items():
+            a, b = r["median_s"].values()
+            print(f"| {size} | {a * 1e3:.0f} | {b * 1e3:.0f} | {r['speedup']:.2f}x |")
     r = seeds_ratio(args.seeds, args.repeats)
     print(f"\n| one trial, {args.seeds} seeds, 50-step chunk | median ms |\n|:--|--:|")
     for k, v in r["median_s"].items():

@@ -145,7 +145,7 @@ _SCENARIOS = textwrap.dedent(r"""
     def metrics(run_dir):
         return {d.name: (d / "metrics.jsonl").read_bytes().decode()
                 for d in sorted(Path(run_dir).iterdir()) if (d / "metrics.jsonl").exists()}
-    def close(a, b):  # same records; numbers equal to 1e-6 relative (a sharded program)
+    def close(a, b, rel=1e-6):  # same records; numbers equal to `rel` (a sharded program)
         if sorted(a) != sorted(b):
             return False
         for name in a:
@@ -155,7 +155,7 @@ _SCENARIOS = textwrap.dedent(r"""
                     (x["step"], x["seed"], x["solved"]) for x in lb]:
                 return False
             for x, y in zip(la, lb):
-                if abs(x["loss"] - y["loss"]) > 1e-6 * abs(y["loss"]) + 1e-9:
+                if abs(x["loss"] - y["loss"]) > rel * abs(y["loss"]) + 1e-9:
                     return False
         return True
     found = {"devices": [str(d) for d in jax.devices()]}
@@ -173,6 +173,25 @@ _SCENARIOS = textwrap.dedent(r"""
     found["sharded"] = [s1["trials"][0]["per_seed"], s2["trials"][0]["per_seed"]]
     found["sharded_metrics"] = [read_metrics(out / "one1" / "default" / "metrics.jsonl"),
                                 read_metrics(out / "one2" / "default" / "metrics.jsonl")]
+
+    # data parallel: each trial's batch split over both devices, trials in turn; the same
+    # records as one device, numbers to float tolerance (partial sums are all-reduced)
+    d2 = run(cfg(grid, ["train.data_parallel=true"]), out / "dp2", devices=2, report=False)
+    found["dp_devices"] = d2["devices"]
+    found["dp_same"] = close(metrics(out / "dp2"), metrics(out / "grid1"), rel=1e-4)
+    from lstmjax.experiment.schedule import Job, Placement
+    from lstmjax.experiment.sweep import expand
+    trial = expand(cfg("", ["train.data_parallel=true"]))[0]
+    dp = runner.compile_job(Job((trial,)), {}, Placement(tuple(jax.devices()), True))
+    text = dp.chunk.as_text()
+    found["dp_all_reduce"] = "all-reduce" in text
+    plain = runner.compile_job(Job((trial,)), {}, Placement(tuple(jax.devices()[:1]), True))
+    found["one_device_all_reduce"] = "all-reduce" in plain.chunk.as_text()
+    try:
+        run(cfg("", ["train.data_parallel=true", "train.batch_size=3"]), out / "odd", devices=2)
+        found["odd_batch"] = None
+    except Exception as e:
+        found["odd_batch"] = f"{type(e).__name__}: {e}"
 
     # a trial that raises on one device: the others finish, the report is written
     real_begin = runner._TrialRun.begin
@@ -251,6 +270,16 @@ def test_a_failing_trial_fails_alone_and_is_retried_by_resume(two_devices):
     assert two_devices["retried"] == ["cell-gru", "cell-rnn"]
     assert not two_devices["failed_file_after_retry"]
     assert two_devices["retry_same"]
+
+
+def test_data_parallel_splits_the_batch_and_matches_one_device(two_devices):
+    assert two_devices["dp_same"]
+    assert two_devices["dp_devices"] == ["cpu:0", "cpu:1"]
+    # the gradient of a split batch needs a cross-device reduction; one device has none
+    assert two_devices["dp_all_reduce"] and not two_devices["one_device_all_reduce"]
+    assert two_devices["odd_batch"] == (
+        "ConfigError: train.batch_size: 3 does not split over 2 devices for data_parallel; "
+        "use a multiple of 2 or --devices with a divisor of 3")
 
 
 def test_interrupted_run_on_two_devices_resumes_to_identical_metrics(two_devices):

@@ -58,6 +58,7 @@ from lstmjax.experiment.schedule import (
     DEFAULT_PLACEMENT,
     Job,
     Placement,
+    data_parallel_placement,
     make_jobs,
     placements,
     select_devices,
@@ -195,7 +196,9 @@ def _train(trials: list[Trial], plan: dict[str, str], run_dir: Path, reporter: R
     without those of trials that failed (appended to ``failures``). One device: the jobs one
     after another, the next one compiling in a thread while the current one trains (XLA
     releases the GIL while compiling). Several: one job per device at a time, concurrently,
-    or, with fewer jobs than devices, each job's seeds sharded over its share."""
+    or, with fewer jobs than devices, each job's seeds sharded over its share. With
+    ``train.data_parallel`` (and several devices): the jobs one after another, each on all the
+    devices with its batches sharded over them."""
     failures = [] if failures is None else failures
     done: dict[str, TrialSummary] = {}
     for t in trials:
@@ -208,8 +211,10 @@ def _train(trials: list[Trial], plan: dict[str, str], run_dir: Path, reporter: R
         done.update(results)
         reporter.sweep(len(done) + len(failures), count and total, time.monotonic() - t0)
 
-    if devices is None or len(devices) <= 1:
-        _train_sequentially(jobs, run_dir, plan, reporter, count, sinks, failures, finished)
+    data_parallel = data_parallel_placement(trials, devices or [])
+    if devices is None or len(devices) <= 1 or data_parallel is not None:
+        _train_sequentially(jobs, run_dir, plan, reporter, count, sinks, failures, finished,
+                            data_parallel or DEFAULT_PLACEMENT)
     elif len(jobs) < len(devices):
         with _Pool(devices, run_dir, plan, reporter, count, sinks, failures) as pool:
             for job, where in zip(jobs, placements(jobs, devices), strict=True):
@@ -225,19 +230,21 @@ def _train(trials: list[Trial], plan: dict[str, str], run_dir: Path, reporter: R
     return [done[t.name] for t in trials if t.name in done]
 
 
-def _train_sequentially(jobs, run_dir, plan, reporter, count, sinks, failures, finished) -> None:
+def _train_sequentially(jobs, run_dir, plan, reporter, count, sinks, failures, finished,
+                        placement: Placement = DEFAULT_PLACEMENT) -> None:
     cache: dict = {}
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lstmjax-compile")
     try:
-        future = pool.submit(compile_job, jobs[0], cache) if jobs else None
+        future = pool.submit(compile_job, jobs[0], cache, placement) if jobs else None
         for i, job in enumerate(jobs):
             try:
                 compiled = future.result()
             except Exception:  # noqa: BLE001 -- compiled (and reported) again in _guarded
                 compiled = None
-            future = pool.submit(compile_job, jobs[i + 1], cache) if i + 1 < len(jobs) else None
+            future = (pool.submit(compile_job, jobs[i + 1], cache, placement)
+                      if i + 1 < len(jobs) else None)
             finished(_guarded(job, run_dir, plan, reporter, count, sinks, failures,
-                              compiled=compiled, cache=cache))
+                              compiled=compiled, placement=placement, cache=cache))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
@@ -368,13 +375,15 @@ def _search_frontier(cfg: ExperimentConfig, variants: list[Trial], run_dir: Path
         known[v.name][int(trial.gap)] = summary.solved_fraction
         summaries.append(summary)
 
-    if devices is None or len(devices) <= 1:
+    data_parallel = data_parallel_placement(variants, devices or []) is not None
+    if devices is None or len(devices) <= 1 or data_parallel:  # rounds, one probe at a time
         while True:
             batch = [(v, t) for v in variants if (t := next_probe(v)) is not None]
             if not batch:
                 return summaries, found
             got = {s.trial: s for s in _train([t for _, t in batch], states, run_dir, reporter,
-                                              0, sinks, failures=failures)}
+                                              0, sinks, devices if data_parallel else None,
+                                              failures=failures)}
             for v, t in batch:
                 record(v, t, got.get(t.name))
     owner: dict[str, Trial] = {}
@@ -767,7 +776,7 @@ def compile_job(job: Job, cache: dict | None = None, placement: Placement = DEFA
 
     t0 = time.monotonic()
     cfg = job.trials[0].cfg
-    trainer = make_trainer(cfg)
+    trainer = make_trainer(cfg, placement.batch_sharding())
     args = _job_init_args(job)
     sharding = placement.sharding()
     if sharding is not None:

@@ -9,7 +9,9 @@
   the uninterrupted run exactly.
 * A **placement** is where a job runs: one device (its arrays committed there), or several,
   the job's seed axis sharded over them (``NamedSharding`` on a 1-D mesh ``seed``) when there
-  are fewer jobs than devices and the seeds divide evenly.
+  are fewer jobs than devices and the seeds divide evenly -- or, with ``train.data_parallel``,
+  all of them, the state replicated and every batch sharded over a 1-D mesh ``batch`` (one job
+  at a time; for models too large for one device's share of a sweep, and multi-GPU hosts).
 * With one device, jobs run one after another (the next one compiling in a thread, as before);
   with several, one worker thread per device runs whole jobs concurrently -- XLA releases the
   GIL while it compiles and executes, so two small programs on two CPU devices use two cores.
@@ -29,7 +31,7 @@ from typing import Any
 from lstmjax.experiment.sweep import Trial
 
 __all__ = ["Job", "Placement", "DEFAULT_PLACEMENT", "make_jobs", "select_devices", "placements",
-           "default_cpu_devices"]
+           "data_parallel_placement", "default_cpu_devices"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,26 +52,46 @@ class Job:
 
 @dataclasses.dataclass(frozen=True)
 class Placement:
-    """The devices a job runs on; several = its seed axis sharded over them."""
+    """The devices a job runs on; several = its seed axis sharded over them, or, with
+    ``data_parallel``, its state replicated on them and each batch sharded over them."""
 
     devices: tuple[Any, ...] = ()
+    data_parallel: bool = False
 
     @property
     def label(self) -> str:
         if not self.devices:
             return ""
-        return "+".join(f"{d.platform}:{d.id}" for d in self.devices)
+        return "+".join(f"{d.platform}:{d.id}" for d in self.devices) + (
+            " (data parallel)" if self.data_parallel and len(self.devices) > 1 else "")
+
+    def _mesh(self, axis: str):
+        import numpy as np
+        from jax.sharding import Mesh
+
+        return Mesh(np.array(self.devices), (axis,))
 
     def sharding(self):
-        """A sharding for arrays with a leading seed axis, or None (the default device)."""
+        """A sharding for the job's state (arrays with a leading seed axis), or None (the
+        default device)."""
         if not self.devices:
             return None
-        import numpy as np
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
+        from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
         if len(self.devices) == 1:
             return SingleDeviceSharding(self.devices[0])
-        return NamedSharding(Mesh(np.array(self.devices), ("seed",)), PartitionSpec("seed"))
+        if self.data_parallel:
+            return NamedSharding(self._mesh("batch"), PartitionSpec())
+        return NamedSharding(self._mesh("seed"), PartitionSpec("seed"))
+
+    def batch_sharding(self):
+        """With data parallelism over several devices: the sharding of a sampled batch
+        (leading batch axis split over the mesh ``batch``); else None."""
+        if not (self.data_parallel and len(self.devices) > 1):
+            return None
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        return NamedSharding(self._mesh("batch"), PartitionSpec("batch"))
 
 
 DEFAULT_PLACEMENT = Placement()  # the default device, no explicit placement
@@ -141,6 +163,29 @@ def placements(jobs: list[Job], devices: list) -> list[Placement]:
         out.append(Placement(tuple(devices[start:start + k])))
         start += share
     return out
+
+
+def data_parallel_placement(trials: list[Trial], devices: list) -> Placement | None:
+    """The placement of a data-parallel run (``train.data_parallel`` and several devices):
+    every device, batches split over them -- or None (the ordinary schedule). A batch size
+    that does not divide by the device count is a one-line error naming it."""
+    from lstmjax.experiment.errors import ConfigError
+
+    if len(devices) <= 1 or not any(t.cfg.train.data_parallel for t in trials):
+        return None
+    n = len(devices)
+    for t in trials:
+        tc = t.cfg.train
+        if not tc.data_parallel:
+            raise ConfigError(f"train.data_parallel: trial {t.name} sets it false while others "
+                              "set it; data parallelism is one setting for the whole run")
+        for key in ("batch_size", "eval_batch_size"):
+            size = getattr(tc, key)
+            if size % n:
+                raise ConfigError(
+                    f"train.{key}: {size} does not split over {n} devices for data_parallel; "
+                    f"use a multiple of {n} or --devices with a divisor of {size}")
+    return Placement(tuple(devices), data_parallel=True)
 
 
 def default_cpu_devices() -> int:

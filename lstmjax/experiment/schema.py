@@ -42,6 +42,7 @@ Defaults shown; only ``task.name`` is required::
       blowup_factor: 100       # a seed whose final loss exceeds 100 x chance "blew up" (null: off)
       vmap_seeds: true         # seeds via jax.vmap (false: lax.map, one after another)
       batch_learning_rates: true  # trials differing only in learning_rate: one program
+      data_parallel: false     # each trial's batch sharded over all devices, trials in turn
       seeds: 1                 # a count (seeds 0..n-1) or a list of seeds
     sweep: {}                  # dotted key -> list of values; the cartesian product. A key
                                # without a dot is a grouped axis: each value is a mapping of
@@ -269,6 +270,8 @@ class TrainConfig(_Section):
     blowup_factor: float | None = Field(100.0, gt=1.0)  # final loss > factor x chance: blew up
     vmap_seeds: bool = True
     batch_learning_rates: bool = True  # trials that differ only in learning_rate: one program
+    # shard each trial's batch over all devices (XLA reduces the gradients); trials run in turn
+    data_parallel: bool = False
     seeds: Annotated[tuple[int, ...], BeforeValidator(_seeds)] = (0,)
 
     @model_validator(mode="after")

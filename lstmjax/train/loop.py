@@ -66,8 +66,14 @@ def make_task(cfg):
     return lj.tasks.make(cfg.task.name, length=cfg.task.length, **hashable(cfg.task.params))
 
 
-def make_trainer(cfg) -> Trainer:
-    """Build the init/chunk functions of one trial (``cfg.sweep`` must be empty)."""
+def make_trainer(cfg, batch_sharding=None) -> Trainer:
+    """Build the init/chunk functions of one trial (``cfg.sweep`` must be empty).
+
+    ``batch_sharding`` (data parallelism): a sharding for arrays whose leading axis is the
+    batch, e.g. ``NamedSharding(mesh, PartitionSpec("batch"))``; every sampled training and
+    evaluation batch is constrained to it, so XLA splits the forward and backward passes over
+    the mesh and reduces the gradients (the parameters stay replicated). The numbers are the
+    one-device program's up to the order of the floating-point reductions."""
     if cfg.sweep:
         raise ValueError(
             "make_train/make_trainer take one trial; expand the sweep first "
@@ -79,6 +85,12 @@ def make_trainer(cfg) -> Trainer:
     tx = make_optimizer(tc)
     total = tc.steps
     stochastic = model.net.needs_key  # dropout, zoneout or weight drop: train with a key
+
+    def sample(key, size, fn):
+        batch = fn(key, size)
+        if batch_sharding is None:
+            return batch
+        return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, batch_sharding), batch)
 
     def loss_fn(params, batch, key):
         outputs_BTO = model.apply(params, batch.inputs, batch.lengths, key, not stochastic)
@@ -103,7 +115,7 @@ def make_trainer(cfg) -> Trainer:
         active = (state.step < total) & ~frozen(state)
         step_key = jax.random.fold_in(jax.random.fold_in(state.key, 1), state.step)
         data_key, dropout_key = jax.random.split(step_key)
-        batch = task.sample(data_key, tc.batch_size)
+        batch = sample(data_key, tc.batch_size, task.sample)
         loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, dropout_key)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -131,7 +143,7 @@ def make_trainer(cfg) -> Trainer:
         )
         eval_step = jnp.minimum(state.step, total)
         eval_key = jax.random.fold_in(jax.random.fold_in(state.key, 2), eval_step)
-        batch = getattr(task, "sample_eval", task.sample)(eval_key, tc.eval_batch_size)
+        batch = sample(eval_key, tc.eval_batch_size, getattr(task, "sample_eval", task.sample))
         outputs_BTO = model.apply(state.params, batch.inputs, batch.lengths, None, True)
         evaluation = dict(task.evaluate(outputs_BTO, batch))
         diverged = state.diverged_step >= 0
