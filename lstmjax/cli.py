@@ -3,6 +3,7 @@
     lstmjax run CONFIG [--set key=value ...] [--out DIR] [--resume] [--force-unlock]
                        [--progress MODE] [--devices N]
                        [--coordinator HOST:PORT --num-processes P --process-id I]
+                       [--coordinator auto]       (SLURM, Open MPI, Kubernetes, Cloud TPU)
     lstmjax report RUN_DIR [--out DIR] [--no-plots]
     lstmjax diagnose RUN_DIR
     lstmjax list cells|tasks
@@ -47,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="progress display (default: output.progress, 'auto')")
     p.add_argument("--coordinator", metavar="HOST:PORT",
                    help="several processes (hosts) on one shared --out directory: the "
-                   "jax.distributed coordinator (process 0's address)")
+                   "jax.distributed coordinator (process 0's address), or 'auto' to take "
+                   "it, the process count and index from a SLURM / Open MPI / Kubernetes / "
+                   "Cloud TPU job")
     p.add_argument("--num-processes", type=_positive_int, metavar="P",
                    help="with --coordinator: how many processes take part")
     p.add_argument("--process-id", type=int, metavar="I",
@@ -141,9 +144,28 @@ def split_cpu(devices: int | None) -> None:
 
 
 def join_processes(args) -> None:
-    """Program entry: join a ``jax.distributed`` job (CPU collectives through gloo)."""
+    """Program entry: join a ``jax.distributed`` job (CPU collectives through gloo).
+    ``--coordinator auto``: the coordinator, process count and index from the cluster
+    environment, as JAX detects it (SLURM, Open MPI, Kubernetes, Cloud TPU, or
+    ``JAX_COORDINATOR_ADDRESS``); explicit ``--num-processes``/``--process-id`` still win."""
     from lstmjax.experiment.config import ConfigError
 
+    if args.coordinator == "auto":
+        if not args.out:
+            raise ConfigError("--out: several processes write into one shared run directory; "
+                              "give it with --out")
+        import jax
+
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        try:
+            jax.distributed.initialize(num_processes=args.num_processes,
+                                       process_id=args.process_id)
+        except ValueError as e:  # nothing detected: JAX names the missing parameter
+            raise ConfigError(
+                f"--coordinator auto: no cluster environment found ({e}); JAX detects SLURM, "
+                "Open MPI, Kubernetes and Cloud TPU jobs (or set JAX_COORDINATOR_ADDRESS), "
+                "else give --coordinator HOST:PORT --num-processes P --process-id I") from None
+        return
     missing = [f for f, v in (("--coordinator", args.coordinator),
                               ("--num-processes", args.num_processes),
                               ("--process-id", args.process_id)) if v is None]
