@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: run test test-all bench bench-long lint clean
+.PHONY: run test test-all bench bench-long reproduce lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,12 @@ bench: $(STAMP_TEST)
 # opt-in (tens of minutes): train step and peak RSS at T = 1k..100k, with and without remat
 bench-long: $(STAMP_TEST)
 	$(BIN)/python -m benchmarks.run --long
+
+# one published finding end to end (~10-25 min on 2 CPU cores): make reproduce EXP=gap_scaling
+# trains runs/$(EXP) (resumable), then rewrites the measured part of experiments/$(EXP)/RESULTS.md
+reproduce: $(STAMP_RUN)
+	@test -n "$(EXP)" || { echo "usage: make reproduce EXP=<name>  (one of: $$(ls experiments/*/config.yaml | cut -d/ -f2 | tr '\n' ' '))"; exit 2; }
+	$(BIN)/python experiments/reproduce.py $(EXP)
 
 lint: $(STAMP_TEST)
 	$(BIN)/ruff check .

@@ -347,7 +347,7 @@ def _markdown(cfg, trials, table: str, plot_paths: list[Path], run_dir: Path,
         top += [
             "## Largest gap solved\n",
             f"Gap frontier on `{fc.key}`: probes from {fc.start} (×{format_value(fc.factor)}, up "
-            f"to {fc.max}), then bisection to {format_value(fc.resolution * 100)}% ; a probe is "
+            f"to {fc.max}), then bisection to {format_value(fc.resolution * 100)}%; a probe is "
             f"solved when at least {format_value(fc.min_solved * 100)}% of its seeds are.\n",
             frontier_table(frontier_rows, cfg),
         ]
