@@ -32,6 +32,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _median_chunk_times(progs: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of one training chunk per compiled program, timed alternately after a
+    warm-up chunk each (so load drifts hit every program alike)."""
+    import jax
+
+    states = {k: c.init(*c.init_args) for k, c in progs.items()}
+    times: dict[str, list[float]] = {k: [] for k in progs}
+    for k, c in progs.items():  # warm-up
+        states[k], m = c.chunk(states[k])
+        jax.block_until_ready(m)
+    for _ in range(repeats):
+        for k, c in progs.items():
+            t = time.perf_counter()
+            states[k], m = c.chunk(states[k])
+            jax.block_until_ready(m)
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def seeds_ratio(seeds: int, repeats: int) -> dict:
     import jax
 
@@ -53,18 +72,7 @@ def seeds_ratio(seeds: int, repeats: int) -> dict:
         "1 device": compile_job(job, {}, Placement((devs[0],))),
         "2 devices (seeds sharded)": compile_job(job, {}, Placement(tuple(devs[:2]))),
     }
-    states = {k: c.init(*c.init_args) for k, c in progs.items()}
-    times: dict[str, list[float]] = {k: [] for k in progs}
-    for k, c in progs.items():  # warm-up
-        states[k], m = c.chunk(states[k])
-        jax.block_until_ready(m)
-    for _ in range(repeats):
-        for k, c in progs.items():
-            t = time.perf_counter()
-            states[k], m = c.chunk(states[k])
-            jax.block_until_ready(m)
-            times[k].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = _median_chunk_times(progs, repeats)
     return {"median_s": med, "speedup": med["1 device"] / med["2 devices (seeds sharded)"]}
 
 
@@ -91,18 +99,7 @@ def data_parallel_ratio(repeats: int) -> dict:
         progs = {"1 device": compile_job(job, {}, Placement((devs[0],))),
                  "2 devices (batch split)": compile_job(job, {}, Placement(tuple(devs[:2]),
                                                                            True))}
-        states = {k: c.init(*c.init_args) for k, c in progs.items()}
-        times: dict[str, list[float]] = {k: [] for k in progs}
-        for k, c in progs.items():  # warm-up
-            states[k], m = c.chunk(states[k])
-            jax.block_until_ready(m)
-        for _ in range(repeats):
-            for k, c in progs.items():
-                t = time.perf_counter()
-                states[k], m = c.chunk(states[k])
-                jax.block_until_ready(m)
-                times[k].append(time.perf_counter() - t)
-        med = {k: statistics.median(v) for k, v in times.items()}
+        med = _median_chunk_times(progs, repeats)
         out[size] = {"median_s": med, "speedup": med["1 device"] / med["2 devices (batch split)"]}
     return out
 
