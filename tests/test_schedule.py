@@ -192,6 +192,7 @@ _SCENARIOS = textwrap.dedent(r"""
         found["odd_batch"] = None
     except Exception as e:
         found["odd_batch"] = f"{type(e).__name__}: {e}"
+    found["odd_wrote_nothing"] = not (out / "odd").exists()
 
     # a trial that raises on one device: the others finish, the report is written
     real_begin = runner._TrialRun.begin
@@ -280,6 +281,7 @@ def test_data_parallel_splits_the_batch_and_matches_one_device(two_devices):
     assert two_devices["odd_batch"] == (
         "ConfigError: train.batch_size: 3 does not split over 2 devices for data_parallel; "
         "use a multiple of 2 or --devices with a divisor of 3")
+    assert two_devices["odd_wrote_nothing"]
 
 
 def test_interrupted_run_on_two_devices_resumes_to_identical_metrics(two_devices):

@@ -114,6 +114,7 @@ def run_trials(
     if rank == 0:
         RunLock(run_dir, force=force_unlock).check()
     chosen = select_devices(devices if devices is not None else cfg.output.devices)
+    data_parallel_placement(trials, chosen)  # batch sizes checked before anything is written
     searched = cfg.frontier is not None or cfg.search.method == "optuna"  # trials found as it goes
     plan = plan_run(run_dir, cfg, [] if searched else trials, resume)
     hosts.meet("planned")  # every process checked the directory before any writes to it
