@@ -185,10 +185,13 @@ class Cell:
             )
         # Compute in the parameters' dtype (bf16 option); one 2-D matmul (rule 1 in lstmjax.fast).
         x_ND = x.astype(W_x.dtype).reshape(-1, x.shape[-1])
-        xp = (x_ND @ W_x).reshape(*x.shape[:-1], W_x.shape[1])
         if "b" in params:
-            xp = xp + params["b"]
-        return xp
+            # [x, 1] @ [W_x; b]: the bias rides in the GEMM (rule 4 in lstmjax.fast): no pass
+            # over [T, B, P] to add it, and its gradient is the GEMM's last row, not a reduction
+            ones = jnp.ones((x_ND.shape[0], 1), x_ND.dtype)
+            x_ND = jnp.concatenate([x_ND, ones], axis=1)
+            W_x = jnp.concatenate([W_x, params["b"].astype(W_x.dtype)[None]], axis=0)
+        return (x_ND @ W_x).reshape(*x.shape[:-1], W_x.shape[1])
 
     def recur(self, params: Params, carry: Carry, xp):
         """One recurrent update from a projected input ``xp [*, P]``: ``(carry, y)``."""

@@ -48,6 +48,9 @@ Each was measured in ``benchmarks/RESULTS.md``:
    per-gate ``[H, H]`` matrices.
 3. *One transcendental pass.* One contiguous full-width ``tanh`` is several times
    cheaper than one sigmoid/tanh per sliced gate block (:func:`._act.block_act`).
+4. *The bias inside the projection GEMM.* ``Cell.project`` computes ``[x, 1] @ [W_x; b]``:
+   adding ``b`` after the GEMM is a separate pass over ``[T, *B, G·H]`` (XLA:CPU does not
+   fuse it into the matmul), and its gradient a separate reduction over the same rows.
 """
 
 from __future__ import annotations
