@@ -2,7 +2,8 @@
 
 The estimate (bytes) of one trial, with S seeds trained together (1 if ``vmap_seeds`` is off),
 batch B, evaluation batch B_e, T = ``task.seq_len``, L layers, d directions, projection width
-G·H and N parameters, in elements of the cell's dtype::
+G·H and N parameters, in elements of the cell's dtype (activations: of ``model.compute_dtype``
+if that is bfloat16)::
 
     per seed:  train  = 2 · B · T · (G·H + 3·H) · L · d     (saved activations + cotangents)
                         2 · B · ((T/K + K) · (G·H + 3·H) + T·H) · L · d    (model.remat = K)
@@ -49,8 +50,11 @@ def estimate_bytes(cfg) -> int:
             (T // K + K) * per_position + T * H * m.num_layers * d)
     evaluate = cfg.train.eval_batch_size * T * per_position
     seeds = len(cfg.train.seeds) if cfg.train.vmap_seeds else 1
-    itemsize = 8 if m.options.get("dtype") == "float64" else 4
-    return seeds * (max(train, evaluate) + 4 * n_params) * itemsize
+    sizes = {"float64": 8, "float32": 4, "bfloat16": 2}
+    param_size = sizes.get(m.options.get("dtype", "float32"), 4)
+    # model.compute_dtype: bfloat16 activations, float32 parameters and optimiser state
+    act_size = 2 if m.compute_dtype == "bfloat16" else param_size
+    return seeds * (max(train, evaluate) * act_size + 4 * n_params * param_size)
 
 
 def memory_limit_bytes() -> int | None:

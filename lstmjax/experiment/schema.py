@@ -19,6 +19,8 @@ Defaults shown; only ``task.name`` is required::
       learn_initial_carry: false
       remat: null              # bounded-memory backward pass: keep the carry every K steps and
                                # recompute segments (an int K >= 1, or auto = round(sqrt(T)))
+      compute_dtype: float32   # bfloat16: mixed precision -- float32 parameters and optimiser,
+                               # the recurrent network computed in bfloat16
       options: {}              # cell options; each reaches the cells of the sweep that take it
     train:
       optimizer: adam          # adam | adamw | sgd | rmsprop
@@ -225,6 +227,8 @@ class ModelConfig(_Section):
     learn_initial_carry: bool = False
     # lj.RNN(remat=...): checkpoint the carry every K steps (an int >= 1 or "auto"); None: off
     remat: Annotated[int | Literal["auto"] | None, BeforeValidator(_remat)] = None
+    # mixed precision: parameters (and the optimiser) stay float32, the RNN runs in this dtype
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("options")
