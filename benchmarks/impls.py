@@ -186,6 +186,34 @@ def matmul_flops(family: str, cfg: Config, train: bool) -> float:
     return 3 * rec + 2 * inp if train else rec + inp
 
 
+def loop_matmul_seconds(family: str, cfg: Config, repeats: int = 7, steps: int = 200) -> float:
+    """Seconds of one ``[B, H] @ [H, G*H]`` float32 matmul *inside* a ``lax.scan`` (the
+    recurrent matmul of ``family``), the fastest of ``repeats`` runs of ``steps`` steps.
+
+    XLA:CPU runs a while-loop body on one thread, so this is one core's in-loop matmul
+    rate: the single-core floor of a step is ``T * t`` for inference and ``3 * T * t`` for
+    training (forward ``h W_h``, backward ``dz W_hᵀ``, and ``dW_h``)."""
+    from benchmarks.harness import interleaved
+
+    G = gates(family)
+    W = jax.random.normal(jax.random.key(0), (cfg.H, G * cfg.H), jnp.float32) / cfg.H**0.5
+    h0 = jax.random.normal(jax.random.key(1), (cfg.B, cfg.H), jnp.float32)
+
+    @jax.jit
+    def loop(h, W):
+        # carry the first H columns: nothing but the matmul (and a [B, H] copy) per step
+        return jax.lax.scan(lambda h, _: ((h @ W)[:, : cfg.H], None), h, None, length=steps)[0]
+
+    t = interleaved({"loop": _block(loop, h0, W)}, repeats=repeats, warmup=2)["loop"]
+    return t.low / steps
+
+
+def single_core_floor(family: str, cfg: Config, train: bool, t_matmul: float) -> float:
+    """The single-core floor of a step, seconds: ``3 T t`` (train) or ``T t`` (inference),
+    with ``t`` from :func:`loop_matmul_seconds`."""
+    return (3 if train else 1) * cfg.T * t_matmul
+
+
 def matmul_rate(n: int = 1024, repeats: int = 7) -> float:
     """FLOP/s of an ``n x n x n`` float32 matmul under ``jit``: the *fastest* of ``repeats``
     (the floor is what the machine can do; on a shared machine the median undersells it)."""

@@ -11,8 +11,9 @@ def test_quick_benchmark_runs_every_section(tmp_path, capsys):
     # --malloc default: leave the test process's allocator alone
     assert run.main(["--quick", "--malloc", "default", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    for title in ("Matmul rate", "lstm train", "lstm infer", "Parallel-scan cells",
-                  "Compile time of a training chunk", "vmapped seeds", "Targets"):
+    for title in ("Matmul rate", "In-loop matmul", "x 1-core floor", "lstm train", "lstm infer",
+                  "Parallel-scan cells", "Compile time of a training chunk", "vmapped seeds",
+                  "Precision: model.compute_dtype", "bfloat16 speedup", "Targets"):
         assert title in printed, title
     for contender in ("lstmjax", "lstmjax-ref", "torch nn.LSTM", "flax LSTMCell",
                       "flax OptimizedLSTMCell", "equinox LSTMCell", "mingru (parallel)"):
@@ -55,3 +56,15 @@ def test_reference_contender_does_not_take_the_fast_path():
 
     assert "custom_vjp" in jaxpr(cell)
     assert "custom_vjp" not in jaxpr(reference_cell(cell))
+
+
+def test_single_core_floor_is_three_recurrent_matmuls_per_step_in_training():
+    """Train: forward ``h W_h``, backward ``dz W_hᵀ`` and ``dW_h`` -- 3 matmuls per step;
+    inference: 1. The in-loop matmul's rate is positive and below 10 TFLOP/s on any CPU."""
+    from benchmarks.impls import Config, loop_matmul_seconds, single_core_floor
+
+    cfg = Config("t", 4, 50, 2, 8)
+    assert single_core_floor("lstm", cfg, True, 2e-6) == 3 * 50 * 2e-6
+    assert single_core_floor("gru", cfg, False, 2e-6) == 50 * 2e-6
+    t = loop_matmul_seconds("lstm", cfg, repeats=3, steps=20)
+    assert 2 * 4 * 8 * 32 / t < 1e13 and t > 0
