@@ -1,7 +1,7 @@
 """The ``lstmjax`` command (also ``python -m lstmjax``)::
 
     lstmjax run CONFIG [--set key=value ...] [--out DIR] [--resume] [--force-unlock]
-                       [--progress MODE] [--devices N]
+                       [--progress MODE] [--devices N] [--malloc auto|tuned|default]
                        [--coordinator HOST:PORT --num-processes P --process-id I]
                        [--coordinator auto]       (SLURM, Open MPI, Kubernetes, Cloud TPU)
     lstmjax report RUN_DIR [--out DIR] [--no-plots]
@@ -11,9 +11,9 @@
 
 Config and run-directory problems print ``error: <key.path>: <problem>`` and exit with status 2,
 without a traceback and without writing anything. Process-global settings are made here, at
-program entry, never at library import: the allocator tuning, XLA's optimisation level (1:
-faster compiles, equal speed), on CPU one XLA device per core (so trials train concurrently;
-``--devices``), and, for float64 configs, 64-bit JAX.
+program entry, never at library import: the allocator tuning (``--malloc``), XLA's optimisation
+level (1: faster compiles, equal speed), on CPU one XLA device per core (so trials train
+concurrently; ``--devices``), and, for float64 configs, 64-bit JAX.
 """
 
 from __future__ import annotations
@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=_positive_int, metavar="N",
                    help="local devices to train on, one trial per device at a time (default: "
                    "output.devices, else all; on CPU one device per core)")
+    p.add_argument("--malloc", choices=("auto", "tuned", "default"), default="auto",
+                   help="glibc malloc: tuned keeps freed pages for the next step (no page "
+                   "faults per step; the heap can grow to ~2-3x the working set), default is "
+                   "glibc as is; auto (default): tuned unless a trial's memory estimate "
+                   f"exceeds {KEEP_FREED_LIMIT // 2**20} MiB (long sequences)")
 
     p = sub.add_parser("report", help="write results.csv, report.md and plots for a run directory")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -190,18 +195,46 @@ def _one_line(message: str) -> str:
     return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], message)
 
 
+# ``--malloc auto``: above this memory estimate per trial (lstmjax.experiment.resources) glibc
+# keeps its defaults. Measured (benchmarks/RESULTS.md, long sequences): with the tuned heap
+# an LSTM step at T = 100k (XLA temp 1.2 GB) peaked at 2.7-3.9 GB resident, 1.5 GB with
+# glibc's defaults, at equal speed; below ~100 MB the tuning saves a page fault per 4 KiB
+# touched per step, which costs more than small steps' compute.
+KEEP_FREED_LIMIT = 256 * 2**20
+
+
+def largest_trial_bytes(cfg) -> int:
+    """The largest memory estimate of ``cfg``'s trials (a frontier's at ``frontier.max``);
+    0 if the sweep cannot be expanded (``experiment.run`` then reports why)."""
+    from lstmjax.experiment import frontier
+    from lstmjax.experiment.config import ConfigError
+    from lstmjax.experiment.resources import estimate_bytes
+    from lstmjax.experiment.sweep import expand
+
+    try:
+        trials = expand(cfg)
+        if cfg.frontier is not None:
+            trials = [frontier.probe(cfg, v, cfg.frontier.max, 0) for v in trials]
+        return max((estimate_bytes(t.cfg) for t in trials), default=0)
+    except (ConfigError, ValueError, TypeError):
+        return 0
+
+
 def _run(args) -> int:
     from lstmjax import experiment
     from lstmjax._allocator import keep_freed_memory
     from lstmjax.experiment.runner import needs_x64
 
-    keep_freed_memory()  # this process only: reuse pages across steps (lstmjax/_allocator.py)
     tune_xla()  # before anything touches a JAX backend
     split_cpu(args.devices)
     if args.coordinator or args.num_processes or args.process_id is not None:
         join_processes(args)
 
     cfg = experiment.load_config(args.config, overrides=args.overrides)
+    # this process only, before any array exists: reuse pages across steps (_allocator.py)
+    if args.malloc == "tuned" or (args.malloc == "auto"
+                                  and largest_trial_bytes(cfg) <= KEEP_FREED_LIMIT):
+        keep_freed_memory()
     if needs_x64(cfg):
         import jax
 
