@@ -32,7 +32,7 @@ def _cfg(tmp_path, extra="diagnostics: {every: 20}\n", overrides=()):  # default
 @pytest.fixture(scope="module")
 def diagnosed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dg")
-    _, cfg = _cfg(tmp)
+    _, cfg = _cfg(tmp, overrides=["output.checkpoint_every=40"])  # one orbax save per trial
     run(cfg, out_dir=tmp / "run")
     return tmp / "run"
 
@@ -72,7 +72,9 @@ def test_an_interrupted_run_resumes_to_the_same_diagnostics(diagnosed, tmp_path)
 
 
 def test_diagnose_computes_them_post_hoc_from_checkpoints(diagnosed, tmp_path, capsys):
-    path, cfg = _cfg(tmp_path, extra="", overrides=["model.cell=lstm"])
+    # checkpointed at the end only: diagnose reads the last checkpoint (keep_checkpoints: 1)
+    path, cfg = _cfg(tmp_path, extra="",
+                     overrides=["model.cell=lstm", "output.checkpoint_every=40"])
     out = tmp_path / "plain"
     run(cfg, out_dir=out)
     assert not (out / "default" / "diagnostics.jsonl").exists()

@@ -21,7 +21,7 @@ model: {cell: rnn, hidden_size: 8}
 train: {optimizer: sgd, momentum: 0.0, grad_clip: null, learning_rate: 0.01,
         batch_size: 4, steps: 20, eval_every: 10, eval_batch_size: 8, seeds: 2}
 sweep: {train.learning_rate: [0.01, 0.02]}
-output: {checkpoint_every: 10, progress: none, plots: false}
+output: {checkpoint_every: 20, progress: none, plots: false}
 """
 TRIALS = ["learning_rate-0.01", "learning_rate-0.02"]
 
