@@ -75,3 +75,10 @@ def test_unknown_compute_dtype_is_a_one_line_error():
         _cfg(compute_dtype="float16")
     msg = str(e.value)
     assert "compute_dtype" in msg and "float16" in msg and "\n" not in msg.strip()
+
+
+def test_compute_dtype_with_non_float32_parameters_is_a_one_line_error():
+    with pytest.raises(lj.experiment.ConfigError) as e:
+        _cfg(options={"dtype": "float64"})
+    msg = str(e.value)
+    assert "compute_dtype" in msg and "float64" in msg and "\n" not in msg.strip()

@@ -239,6 +239,15 @@ class ModelConfig(_Section):
         return v
 
     @model_validator(mode="after")
+    def _one_precision(self):
+        dtype = self.options.get("dtype", "float32")
+        if self.compute_dtype != "float32" and dtype != "float32":
+            raise ValueError(
+                f"compute_dtype: {self.compute_dtype} computes with float32 parameters, but "
+                f"model.options.dtype is {dtype!r}; drop one of them")
+        return self
+
+    @model_validator(mode="after")
     def _proj_below_hidden(self):
         if self.proj_size >= self.hidden_size and self.proj_size:
             raise ValueError(
