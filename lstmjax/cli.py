@@ -203,26 +203,10 @@ def _one_line(message: str) -> str:
 KEEP_FREED_LIMIT = 256 * 2**20
 
 
-def largest_trial_bytes(cfg) -> int:
-    """The largest memory estimate of ``cfg``'s trials (a frontier's at ``frontier.max``);
-    0 if the sweep cannot be expanded (``experiment.run`` then reports why)."""
-    from lstmjax.experiment import frontier
-    from lstmjax.experiment.config import ConfigError
-    from lstmjax.experiment.resources import estimate_bytes
-    from lstmjax.experiment.sweep import expand
-
-    try:
-        trials = expand(cfg)
-        if cfg.frontier is not None:
-            trials = [frontier.probe(cfg, v, cfg.frontier.max, 0) for v in trials]
-        return max((estimate_bytes(t.cfg) for t in trials), default=0)
-    except (ConfigError, ValueError, TypeError):
-        return 0
-
-
 def _run(args) -> int:
     from lstmjax import experiment
     from lstmjax._allocator import keep_freed_memory
+    from lstmjax.experiment.resources import largest_trial_bytes
     from lstmjax.experiment.runner import needs_x64
 
     tune_xla()  # before anything touches a JAX backend

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import lstmjax as lj
 from lstmjax import cli
+from lstmjax.experiment.resources import largest_trial_bytes
 
 
 def _cfg(length, remat=None, frontier=None):
@@ -21,8 +22,8 @@ def _cfg(length, remat=None, frontier=None):
 
 
 def test_auto_keeps_the_tuned_heap_for_small_trials_and_not_for_t_100k():
-    small = cli.largest_trial_bytes(_cfg(100))
-    long = cli.largest_trial_bytes(_cfg(100_000, remat="auto"))
+    small = largest_trial_bytes(_cfg(100))
+    long = largest_trial_bytes(_cfg(100_000, remat="auto"))
     # adding T=100: 2 * 16 * 100 * (256 + 192) elements of activations, far below the limit
     assert 2 * 16 * 100 * 448 * 4 < small < cli.KEEP_FREED_LIMIT
     # T = 100k with remat keeps T*H outputs per seed: 2 * 16 * 100000 * 64 * 4 B = 819 MB
@@ -31,8 +32,8 @@ def test_auto_keeps_the_tuned_heap_for_small_trials_and_not_for_t_100k():
 
 def test_a_frontier_is_judged_at_its_largest_gap():
     search = {"key": "task.length", "start": 5, "max": 20_000}
-    at_max = cli.largest_trial_bytes(_cfg(5, frontier=search))
-    assert at_max == cli.largest_trial_bytes(_cfg(20_000)) > cli.KEEP_FREED_LIMIT
+    at_max = largest_trial_bytes(_cfg(5, frontier=search))
+    assert at_max == largest_trial_bytes(_cfg(20_000)) > cli.KEEP_FREED_LIMIT
 
 
 def test_malloc_flag_is_parsed_with_auto_as_default():

@@ -22,7 +22,7 @@ import os
 
 from lstmjax.experiment.errors import ConfigError
 
-__all__ = ["estimate_bytes", "memory_limit_bytes", "check_fits"]
+__all__ = ["estimate_bytes", "largest_trial_bytes", "memory_limit_bytes", "check_fits"]
 
 
 def estimate_bytes(cfg) -> int:
@@ -55,6 +55,21 @@ def estimate_bytes(cfg) -> int:
     # model.compute_dtype: bfloat16 activations, float32 parameters and optimiser state
     act_size = 2 if m.compute_dtype == "bfloat16" else param_size
     return seeds * (max(train, evaluate) * act_size + 4 * n_params * param_size)
+
+
+def largest_trial_bytes(cfg) -> int:
+    """The largest :func:`estimate_bytes` of ``cfg``'s trials (a frontier's at
+    ``frontier.max``); 0 if the sweep cannot be expanded (``experiment.run`` reports why)."""
+    from lstmjax.experiment import frontier
+    from lstmjax.experiment.sweep import expand
+
+    try:
+        trials = expand(cfg)
+        if cfg.frontier is not None:
+            trials = [frontier.probe(cfg, v, cfg.frontier.max, 0) for v in trials]
+        return max((estimate_bytes(t.cfg) for t in trials), default=0)
+    except (ConfigError, ValueError, TypeError):
+        return 0
 
 
 def memory_limit_bytes() -> int | None:

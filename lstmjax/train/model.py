@@ -65,7 +65,7 @@ def make_model(model_cfg, input_size: int, output_size: int) -> Model:
     def apply(params, inputs_BTD, lengths_B=None, key=None, deterministic=True):
         rnn, p = net, params["rnn"]
         if compute_net is not None:
-            rnn, p = compute_net, _cast_floats(p, compute_net.cells[0].param_dtype)
+            rnn, p = compute_net, _cast_floats(p, jnp.dtype(compute_dtype))
         h_BTH, _ = rnn.apply(
             p, inputs_BTD, seq_lengths=lengths_B, key=key, deterministic=deterministic
         )
