@@ -89,3 +89,36 @@ def test_diagnose_computes_them_post_hoc_from_checkpoints(diagnosed, tmp_path, c
         assert p["gradient_flow"] == d["gradient_flow"] and p["gates"] == d["gates"]
     assert (out / "plots" / "gradient_flow.png").exists()
     assert cli.main(["diagnose", str(tmp_path / "missing")]) == 2
+
+
+def test_diagnostics_lines_equal_the_library_per_seed(diagnosed):
+    """Oracle: lstmjax.diagnostics called on one seed at a time, on the documented batch
+    (``diagnostics.batch_size`` sequences from ``fold_in(PRNGKey(seed), 3)``), at init."""
+    import jax
+    import numpy as np
+
+    from lstmjax import diagnostics
+    from lstmjax.experiment import expand, load_run_config
+    from lstmjax.train import make_trainer
+
+    cfg = load_run_config(diagnosed)
+    for trial in expand(cfg):
+        trainer = make_trainer(trial.cfg)
+        cell = trainer.model.net.cells[0]
+        lines = _lines(diagnosed / trial.name / "diagnostics.jsonl")
+        for seed in trial.cfg.train.seeds:
+            key = jax.random.PRNGKey(seed)
+            params = trainer.init(key, trial.cfg.train.learning_rate).params["rnn"][0][0]
+            batch = trainer.task.sample(jax.random.fold_in(key, 3), cfg.diagnostics.batch_size)
+            flow = diagnostics.gradient_flow(cell, params, batch.inputs, key=key,
+                                             seq_lengths=batch.lengths,
+                                             num_probes=cfg.diagnostics.num_probes).to_dict()
+            gates = diagnostics.gate_stats(cell, params, batch.inputs,
+                                           seq_lengths=batch.lengths).to_dict()
+            got = next(d for d in lines if (d["step"], d["seed"]) == (0, seed))
+            np.testing.assert_allclose(got["gradient_flow"]["log10_gain"], flow["log10_gain"],
+                                       atol=6e-5)  # written rounded to 4 decimals
+            assert got["gates"].keys() == gates.keys()
+            for name, stats in gates["gates"].items():
+                for k, v in stats.items():
+                    np.testing.assert_allclose(got["gates"]["gates"][name][k], v, rtol=1e-5)

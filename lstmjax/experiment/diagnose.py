@@ -33,22 +33,38 @@ __all__ = ["DIAGNOSTICS_FILE", "Diagnoser", "read_diagnostics", "write_diagnosti
 
 
 class Diagnoser:
-    """Computes a trial's diagnostics lines from a (vmapped over seeds) train state."""
+    """Computes a trial's diagnostics lines from a (vmapped over seeds) train state.
+
+    One compiled program per trial: each seed's fixed batch is drawn and its
+    ``gradient_flow`` and ``gate_stats`` computed inside it, the seeds one after another
+    (``lax.map``: the program is the size of one seed's) -- not a compile per small eager op."""
 
     def __init__(self, trainer, cfg):
         import jax
+        import jax.numpy as jnp
 
         dc = cfg.diagnostics
         self.every = dc.every if dc is not None else None
         self.num_probes = dc.num_probes if dc is not None else 8
-        batch_size = dc.batch_size if dc is not None else 32
+        self.batch_size = dc.batch_size if dc is not None else 32
         self.cell = trainer.model.net.cells[0]
+        self.task = trainer.task
         self.seeds = list(cfg.train.seeds)
-        task = trainer.task
-        self.batches = [
-            task.sample(jax.random.fold_in(jax.random.PRNGKey(s), 3), batch_size)
-            for s in self.seeds
-        ]
+        self.keys_S = jnp.stack([jax.random.PRNGKey(s) for s in self.seeds])
+        self._compute = jax.jit(lambda params_S, keys_S: jax.lax.map(
+            lambda args: self._one(*args), (params_S, keys_S)))
+
+    def _one(self, params, key):
+        """One seed's (GradientFlow, GateStats) on its batch drawn from ``fold_in(key, 3)``."""
+        import jax
+
+        from lstmjax import diagnostics
+
+        batch = self.task.sample(jax.random.fold_in(key, 3), self.batch_size)
+        g = diagnostics.gradient_flow(self.cell, params, batch.inputs, seq_lengths=batch.lengths,
+                                      num_probes=self.num_probes, key=key)
+        s = diagnostics.gate_stats(self.cell, params, batch.inputs, seq_lengths=batch.lengths)
+        return g, s
 
     def due(self, before: int, after: int) -> bool:
         """Whether a diagnostics step lies in ``(before, after]`` (always at step 0)."""
@@ -59,19 +75,15 @@ class Diagnoser:
     def lines(self, state, step: int) -> list[dict]:
         import jax
 
-        from lstmjax import diagnostics
-
+        flows, stats = jax.device_get(
+            self._compute(state.params["rnn"][0][0], self.keys_S))
         out = []
-        for i, (seed, batch) in enumerate(zip(self.seeds, self.batches, strict=True)):
-            params = jax.tree.map(lambda x, i=i: x[i], state.params["rnn"][0][0])
-            g = diagnostics.gradient_flow(self.cell, params, batch.inputs,
-                                          seq_lengths=batch.lengths, num_probes=self.num_probes,
-                                          key=jax.random.PRNGKey(seed))
-            s = diagnostics.gate_stats(self.cell, params, batch.inputs,
-                                       seq_lengths=batch.lengths)
-            flow = g.to_dict()
+        for i, seed in enumerate(self.seeds):
+            take = lambda tree, i=i: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
+            flow = take(flows).to_dict()
             flow["log10_gain"] = [None if v is None else round(v, 4) for v in flow["log10_gain"]]
-            out.append({"step": step, "seed": seed, "gradient_flow": flow, "gates": s.to_dict()})
+            out.append({"step": step, "seed": seed, "gradient_flow": flow,
+                        "gates": take(stats).to_dict()})
         return out
 
 

@@ -139,9 +139,11 @@ def run_trials(
         sinks = loggers.open_run(cfg, run_dir)
         try:
             if cfg.search.method == "optuna":  # lstmjax.experiment.search; None: it failed
+                inits: dict = {}  # compiled initialisers, shared by the trials of the search
+
                 def one(trial, state):
                     out = _train([trial], {trial.name: state}, run_dir, reporter,
-                                 cfg.search.num_trials, sinks, several, failures)
+                                 cfg.search.num_trials, sinks, several, failures, inits)
                     return out[0] if out else None
                 summaries, result["best"] = search.run_optuna(cfg, run_dir, one, reporter.message)
             elif cfg.frontier is None:
@@ -191,7 +193,7 @@ def _gather(cfg, trials, run_dir: Path, rank: int, nproc: int, summaries, failur
 
 def _train(trials: list[Trial], plan: dict[str, str], run_dir: Path, reporter: Reporter,
            count: int, sinks: loggers.Loggers | None = None, devices: list | None = None,
-           failures: list | None = None) -> list[TrialSummary]:
+           failures: list | None = None, cache: dict | None = None) -> list[TrialSummary]:
     """Train ``trials`` (finished ones are read back), grouped into jobs
     (:func:`~lstmjax.experiment.schedule.make_jobs`); returns the summaries in trial order,
     without those of trials that failed (appended to ``failures``). One device: the jobs one
@@ -199,8 +201,10 @@ def _train(trials: list[Trial], plan: dict[str, str], run_dir: Path, reporter: R
     releases the GIL while compiling). Several: one job per device at a time, concurrently,
     or, with fewer jobs than devices, each job's seeds sharded over its share. With
     ``train.data_parallel`` (and several devices): the jobs one after another, each on all the
-    devices with its batches sharded over them."""
+    devices with its batches sharded over them. ``cache``: compiled initialisers shared with
+    the caller's other calls (a frontier's rounds, a search's trials)."""
     failures = [] if failures is None else failures
+    cache = {} if cache is None else cache
     done: dict[str, TrialSummary] = {}
     for t in trials:
         if plan[t.name] == "finished":
@@ -215,15 +219,15 @@ def _train(trials: list[Trial], plan: dict[str, str], run_dir: Path, reporter: R
     data_parallel = data_parallel_placement(trials, devices or [])
     if devices is None or len(devices) <= 1 or data_parallel is not None:
         _train_sequentially(jobs, run_dir, plan, reporter, count, sinks, failures, finished,
-                            data_parallel or DEFAULT_PLACEMENT)
+                            data_parallel or DEFAULT_PLACEMENT, cache)
     elif len(jobs) < len(devices):
-        with _Pool(devices, run_dir, plan, reporter, count, sinks, failures) as pool:
+        with _Pool(devices, run_dir, plan, reporter, count, sinks, failures, cache) as pool:
             for job, where in zip(jobs, placements(jobs, devices), strict=True):
                 pool.submit(job, where)
             while pool.pending:
                 finished(pool.next()[1])
     else:
-        with _Pool(devices, run_dir, plan, reporter, count, sinks, failures) as pool:
+        with _Pool(devices, run_dir, plan, reporter, count, sinks, failures, cache) as pool:
             for job in jobs:
                 pool.submit(job)
             while pool.pending:
@@ -232,8 +236,9 @@ def _train(trials: list[Trial], plan: dict[str, str], run_dir: Path, reporter: R
 
 
 def _train_sequentially(jobs, run_dir, plan, reporter, count, sinks, failures, finished,
-                        placement: Placement = DEFAULT_PLACEMENT) -> None:
-    cache: dict = {}
+                        placement: Placement = DEFAULT_PLACEMENT, cache: dict | None = None
+                        ) -> None:
+    cache = {} if cache is None else cache
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lstmjax-compile")
     try:
         future = pool.submit(compile_job, jobs[0], cache, placement) if jobs else None
@@ -281,7 +286,7 @@ class _Pool:
     ``(job, {trial name: summary})`` as jobs finish; an interrupt raised in a worker is
     re-raised here, and leaving the ``with`` block stops and joins the workers."""
 
-    def __init__(self, devices, run_dir, plan, reporter, count, sinks, failures):
+    def __init__(self, devices, run_dir, plan, reporter, count, sinks, failures, cache=None):
         import queue
         import threading
 
@@ -295,7 +300,7 @@ class _Pool:
         self._free = queue.Queue()
         for d in self.devices:
             self._free.put(d)
-        self._cache: dict = {}
+        self._cache: dict = {} if cache is None else cache
 
     def __enter__(self):
         return self
@@ -354,6 +359,7 @@ def _search_frontier(cfg: ExperimentConfig, variants: list[Trial], run_dir: Path
     found: dict[str, frontier.FrontierResult] = {}
     summaries: list[TrialSummary] = []
     stopped: set[str] = set()
+    inits: dict = {}  # compiled initialisers, shared by all rounds (one per cell, not per gap)
     index = 0
     states: dict[str, str] = {}
 
@@ -384,11 +390,11 @@ def _search_frontier(cfg: ExperimentConfig, variants: list[Trial], run_dir: Path
                 return summaries, found
             got = {s.trial: s for s in _train([t for _, t in batch], states, run_dir, reporter,
                                               0, sinks, devices if data_parallel else None,
-                                              failures=failures)}
+                                              failures=failures, cache=inits)}
             for v, t in batch:
                 record(v, t, got.get(t.name))
     owner: dict[str, Trial] = {}
-    with _Pool(devices, run_dir, states, reporter, 0, sinks, failures) as pool:
+    with _Pool(devices, run_dir, states, reporter, 0, sinks, failures, inits) as pool:
         for v in variants:
             if (t := next_probe(v)) is not None:
                 owner[t.name] = v
