@@ -75,15 +75,13 @@ class Diagnoser:
     def lines(self, state, step: int) -> list[dict]:
         import jax
 
-        flows, stats = jax.device_get(
-            self._compute(state.params["rnn"][0][0], self.keys_S))
+        flows, stats = jax.device_get(self._compute(state.params["rnn"][0][0], self.keys_S))
         out = []
         for i, seed in enumerate(self.seeds):
-            take = lambda tree, i=i: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
-            flow = take(flows).to_dict()
+            flow = jax.tree.map(lambda x, i=i: x[i], flows).to_dict()
             flow["log10_gain"] = [None if v is None else round(v, 4) for v in flow["log10_gain"]]
-            out.append({"step": step, "seed": seed, "gradient_flow": flow,
-                        "gates": take(stats).to_dict()})
+            gates = jax.tree.map(lambda x, i=i: x[i], stats).to_dict()
+            out.append({"step": step, "seed": seed, "gradient_flow": flow, "gates": gates})
         return out
 
 

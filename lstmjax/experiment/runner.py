@@ -236,9 +236,7 @@ def _train(trials: list[Trial], plan: dict[str, str], run_dir: Path, reporter: R
 
 
 def _train_sequentially(jobs, run_dir, plan, reporter, count, sinks, failures, finished,
-                        placement: Placement = DEFAULT_PLACEMENT, cache: dict | None = None
-                        ) -> None:
-    cache = {} if cache is None else cache
+                        placement: Placement, cache: dict) -> None:
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lstmjax-compile")
     try:
         future = pool.submit(compile_job, jobs[0], cache, placement) if jobs else None
@@ -286,7 +284,7 @@ class _Pool:
     ``(job, {trial name: summary})`` as jobs finish; an interrupt raised in a worker is
     re-raised here, and leaving the ``with`` block stops and joins the workers."""
 
-    def __init__(self, devices, run_dir, plan, reporter, count, sinks, failures, cache=None):
+    def __init__(self, devices, run_dir, plan, reporter, count, sinks, failures, cache: dict):
         import queue
         import threading
 
@@ -300,7 +298,7 @@ class _Pool:
         self._free = queue.Queue()
         for d in self.devices:
             self._free.put(d)
-        self._cache: dict = {} if cache is None else cache
+        self._cache = cache
 
     def __enter__(self):
         return self
