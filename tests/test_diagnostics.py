@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _tolerance import assert_same_math
 from jax.flatten_util import ravel_pytree
 
 import lstmjax as lj
@@ -291,7 +292,7 @@ def test_batch_shapes():
     flat = dg.gradient_flow(cell, params, xs, seq_lengths=LENGTHS, probes=probes)
     nested = dg.gradient_flow(cell, params, xs[:, None], seq_lengths=LENGTHS[:, None],
                               probes=probes[:, :, None])
-    np.testing.assert_array_equal(np.asarray(flat.log10_gain), np.asarray(nested.log10_gain))
+    assert_same_math(flat.log10_gain, nested.log10_gain)  # another batch shape, another program
     one = dg.gate_stats(cell, params, xs[0])
     assert one.gates["f"].mean.shape == () and one.cell_norm.shape == (T,)
 

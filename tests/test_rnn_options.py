@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _tolerance import assert_same_math
 
 import lstmjax as lj
 from lstmjax import cells
@@ -113,7 +114,7 @@ def test_weight_drop_is_one_mask_for_all_steps_and_sequences(x64):
 
     m1, m2 = recovered(jax.random.key(1)), recovered(jax.random.key(2))
     assert m1.any() and not m1.all() and not np.array_equal(m1, m2)
-    np.testing.assert_array_equal(net.apply(params, xs)[0], lj.RNN(cell).apply(params, xs)[0])
+    assert_same_math(net.apply(params, xs)[0], lj.RNN(cell).apply(params, xs)[0])
 
 
 def test_weight_drop_on_indrnn_drops_u(x64):
@@ -131,7 +132,7 @@ def test_weight_drop_on_indrnn_drops_u(x64):
         lj.RNN(cells.make("mingru", H), weight_drop=0.1)
 
 
-def test_rates_zero_equal_the_plain_layer_exactly():
+def test_rates_zero_equal_the_plain_layer():
     cell = cells.make("lstm", H)
     xs = _xs(dtype=jnp.float32)
     plain = lj.RNN(cell, num_layers=2)
@@ -139,11 +140,10 @@ def test_rates_zero_equal_the_plain_layer_exactly():
     off = lj.RNN(cell, num_layers=2, zoneout=0.0, weight_drop=0.0, dropout=0.2)
     want = plain.apply(params, xs)
     got = off.apply(params, xs)  # evaluation: dropout off too
-    jax.tree.map(np.testing.assert_array_equal, got, want)
+    assert_same_math(got, want)  # the same arithmetic, traced through other options
     # training (a key) with the pair (0, 0): zoneout is off, the fast path runs
     z_off = lj.RNN(cell, num_layers=2, zoneout=(0.0, 0.0), weight_drop=0.0)
-    jax.tree.map(np.testing.assert_array_equal, z_off.apply(params, xs, key=jax.random.key(0)),
-                 want)
+    assert_same_math(z_off.apply(params, xs, key=jax.random.key(0)), want)
 
 
 # ---------------------------------------------------------------- learned initial carry
