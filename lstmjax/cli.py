@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "faults per step; the heap can grow to ~2-3x the working set), default is "
                    "glibc as is; auto (default): tuned unless a trial's memory estimate "
                    f"exceeds {KEEP_FREED_LIMIT // 2**20} MiB (long sequences)")
+    p.add_argument("--compile-cache", metavar="auto|off|DIR",
+                   help="JAX's persistent compilation cache: a repeated run or a --resume "
+                   "loads the programs it compiled before (default: $LSTMJAX_COMPILE_CACHE, "
+                   "else auto = $XDG_CACHE_HOME/lstmjax/xla, split by CPU)")
 
     p = sub.add_parser("report", help="write results.csv, report.md and plots for a run directory")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -226,6 +230,7 @@ def _run(args) -> int:
     result = experiment.run(
         cfg, out_dir=args.out, resume=args.resume, progress=args.progress, report=True,
         force_unlock=args.force_unlock, devices=args.devices, raise_failures=False,
+        compile_cache=args.compile_cache,
     )
     if "report" not in result:  # not process 0 of several
         print(f"process {result['process']}: trained {len(result['trials'])} trial(s); "
@@ -241,7 +246,9 @@ def _run(args) -> int:
         b = result["best"]
         print(f"best trial ({b['direction']} {b['objective']}): {b['trial']} = {b['value']:.4g}")
     print()
-    print(f"run directory: {result['run_dir']}  ({result['wall_time_s']:.1f} s)")
+    comp = result["compile"]
+    print(f"run directory: {result['run_dir']}  ({result['wall_time_s']:.1f} s; compiled "
+          f"{comp['programs']} program(s), {comp['seconds']:.1f} s in compile requests)")
     print(f"report: {rep['report']}")
     print(f"results: {rep['results']}")
     for path in rep["plots"]:

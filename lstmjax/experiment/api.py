@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from lstmjax.experiment.compile_cache import CompileMeter, enable
 from lstmjax.experiment.progress import Reporter
 from lstmjax.experiment.report import write_report
 from lstmjax.experiment.rundir import RunError
@@ -24,6 +25,7 @@ def run(
     force_unlock: bool = False,
     devices: int | None = None,
     raise_failures: bool = True,
+    compile_cache: str | os.PathLike | None = None,
 ) -> dict:
     """Train every trial of ``cfg`` into its run directory and return the run summary
     ``{"name", "run_dir", "wall_time_s", "trials": [per-trial summary dicts]}``.
@@ -34,9 +36,19 @@ def run(
     concurrently, one per device): :func:`.runner.run_trials`. Trials that fail do not stop the
     others; once the rest (and the report) are written, :class:`TrialsFailed` names them
     (``raise_failures=False``: they are only listed in ``result["failed"]``).
+
+    ``compile_cache``: JAX's persistent compilation cache, ``"auto"`` (default: the user cache
+    directory, or the JAX cache already configured), ``"off"`` or a directory; None reads
+    ``LSTMJAX_COMPILE_CACHE`` (:mod:`.compile_cache`). ``result["compile"]`` counts the programs
+    XLA compiled for the training (persistent-cache hits excluded) and the seconds spent in
+    compile requests, summed over the devices' threads, and names the cache directory.
     """
-    result = run_trials(cfg, out_dir, resume=resume, progress=progress,
-                        force_unlock=force_unlock, devices=devices)
+    cache_dir = enable(compile_cache)
+    with CompileMeter() as meter:
+        result = run_trials(cfg, out_dir, resume=resume, progress=progress,
+                            force_unlock=force_unlock, devices=devices)
+    result["compile"] = {"programs": meter.compiles, "seconds": meter.seconds,
+                         "cache": None if cache_dir is None else str(cache_dir)}
     if report and result["process"] == 0:  # with several processes, process 0 reports
         result["report"] = write_report(result["run_dir"], plots=cfg.output.plots)
     if result["failed"] and raise_failures:

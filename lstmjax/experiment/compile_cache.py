@@ -1,0 +1,154 @@
+"""JAX's persistent compilation cache for lstmjax runs, and a count of what was compiled.
+
+On a CPU an experiment is mostly XLA compiles (benchmarks/RESULTS.md): a second run of the same
+config (a new ``--out``, a ``--resume``) compiles the same programs again unless they persist.
+:func:`enable` points JAX's persistent cache at ``$XDG_CACHE_HOME/lstmjax/xla/<machine>``
+(``~/.cache/...`` without ``XDG_CACHE_HOME``), where ``<machine>`` is the CPU architecture and a
+digest of its feature flags and of jaxlib's version: an executable compiled for one instruction
+set is never offered to another (a home directory shared by a cluster's nodes). JAX evicts the
+least recently used entries beyond :data:`MAX_BYTES`.
+
+It is process-global JAX configuration, so only the entry points call it -- ``lstmjax run`` and
+``lj.experiment.run`` -- never ``import lstmjax``. The setting: ``auto`` (default), ``off``, or a
+directory; ``lstmjax run --compile-cache`` or the environment variable ``LSTMJAX_COMPILE_CACHE``.
+A cache the user already configured for JAX (``JAX_COMPILATION_CACHE_DIR``,
+``jax.config.update("jax_compilation_cache_dir", ...)``) is left as it is under ``auto``.
+
+:class:`CompileMeter` counts the programs XLA compiled (cache hits excluded) and their seconds,
+from JAX's own monitoring events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import threading
+from pathlib import Path
+
+ENV = "LSTMJAX_COMPILE_CACHE"
+MAX_BYTES = 4 * 2**30
+
+# JAX's monitoring events (jax/_src/dispatch.py, jax/_src/compiler.py): the first spans every
+# compile request, served from the persistent cache or not; the second counts the served ones.
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+
+
+def cache_root() -> Path:
+    """``$XDG_CACHE_HOME/lstmjax/xla`` (``~/.cache/lstmjax/xla`` when it is unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lstmjax" / "xla"
+
+
+def machine_tag() -> str:
+    """``<arch>-<digest>``: the CPU architecture and a digest of the CPU's feature flags and
+    jaxlib's version, naming the cache subdirectory this machine may read."""
+    import jaxlib
+
+    flags = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key = line.split(":", 1)[0].strip().lower()
+                if key in ("flags", "features"):  # x86 / Arm
+                    flags = " ".join(sorted(line.split(":", 1)[1].split()))
+                    break
+    except OSError:  # not Linux: the processor string is the best we have
+        flags = platform.processor()
+    text = f"{platform.machine()} {flags} jaxlib {jaxlib.__version__}"
+    return f"{platform.machine() or 'cpu'}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def _setting_text(setting: str | os.PathLike | None) -> str:
+    text = str(os.environ.get(ENV) or "auto" if setting is None else setting).strip()
+    return text.lower() if text.lower() in ("auto", "off") else text
+
+
+def resolve(setting: str | os.PathLike | None = None) -> Path | None:
+    """The cache directory ``setting`` asks for (None: off). ``None`` reads
+    ``LSTMJAX_COMPILE_CACHE`` (default ``auto``); a directory is split by machine as ``auto``."""
+    text = _setting_text(setting)
+    if text == "off":
+        return None
+    root = cache_root() if text == "auto" else Path(text).expanduser()
+    return root / machine_tag()
+
+
+def enable(setting: str | os.PathLike | None = None) -> Path | None:
+    """Program or API entry: turn JAX's persistent compilation cache on as ``setting`` says
+    (see the module docstring) and return its directory, or None when it is off. Every
+    compile is cached (no minimum compile time) unless
+    ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` says otherwise. A directory that cannot be
+    created is a one-line warning, and the run goes on uncached."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    text = _setting_text(setting)
+    configured = jax.config.jax_compilation_cache_dir
+    if text == "off":
+        return None
+    if text == "auto" and configured:
+        return Path(configured)  # the user's own JAX cache
+    path = resolve(text)
+    if configured == str(path):
+        return path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from lstmjax.experiment.rundir import warn
+
+        warn(f"compile cache {path}: {e.strerror or e}; compiling without it "
+             f"(--compile-cache DIR or {ENV}=off)")
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
+        jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+    compilation_cache.reset_cache()  # a compile before this call must not keep it off
+    return path
+
+
+class CompileMeter:
+    """Counts, while open, the programs XLA compiled in this process (persistent-cache hits
+    excluded) and the seconds spent in compile requests (hits included: loading is cheap).
+
+        with CompileMeter() as meter:
+            ...
+        meter.compiles, meter.seconds
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.hits = 0
+        self.seconds = 0.0
+
+    @property
+    def compiles(self) -> int:
+        return self.requests - self.hits
+
+    def _on_duration(self, event: str, seconds: float, **_) -> None:
+        if event == _COMPILE_EVENT:
+            with self._lock:
+                self.requests += 1
+                self.seconds += seconds
+
+    def _on_event(self, event: str, **_) -> None:
+        if event == _HIT_EVENT:
+            with self._lock:
+                self.hits += 1
+
+    def __enter__(self) -> CompileMeter:
+        import jax.monitoring
+
+        jax.monitoring.register_event_duration_secs_listener(self._on_duration)
+        jax.monitoring.register_event_listener(self._on_event)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import jax.monitoring
+
+        jax.monitoring.unregister_event_duration_listener(self._on_duration)
+        jax.monitoring.unregister_event_listener(self._on_event)

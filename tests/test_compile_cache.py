@@ -1,0 +1,104 @@
+"""The persistent compilation cache (lstmjax.experiment.compile_cache): never touched by
+``import lstmjax``; ``off`` compiles as before; a second process compiles nothing the first
+compiled (counted with JAX's monitoring events, not timed). JAX's cache configuration is
+process-global, so each scenario runs in a fresh subprocess without the suite's own cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lstmjax.experiment import compile_cache
+
+TINY = """\
+name: tiny
+task: {name: adding, length: 4}
+model: {cell: rnn, hidden_size: 4}
+train: {batch_size: 4, steps: 10, eval_every: 10, eval_batch_size: 8, seeds: 1}
+output: {progress: none, plots: false, checkpoint_every: 1000}
+"""
+
+SCRIPT = """\
+import json, os, sys
+from pathlib import Path
+xdg = Path(os.environ["XDG_CACHE_HOME"])
+import jax
+import lstmjax as lj
+import lstmjax.experiment
+out = {"import_wrote": xdg.exists(), "jax_dir_after_import": jax.config.jax_compilation_cache_dir}
+cfg = lj.experiment.load_config(sys.argv[1])
+for name, setting in zip(sys.argv[2::2], sys.argv[3::2]):
+    r = lj.experiment.run(cfg, out_dir=Path(sys.argv[1]).parent / name, compile_cache=setting,
+                          report=False)
+    out[name] = r["compile"]
+print(json.dumps(out))
+"""
+
+
+def _python(tmp_path: Path, *runs: str) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE", "LSTMJAX_"))}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "tiny.yaml"), *runs],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _metrics(run_dir: Path) -> str:
+    return next(run_dir.glob("*/metrics.jsonl")).read_text()
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cache")
+    (tmp / "tiny.yaml").write_text(TINY)
+    cache = tmp / "cache"
+    off = _python(tmp, "off", "off")
+    first = _python(tmp, "cold", str(cache))
+    files_after_first = sorted(p.name for p in cache.rglob("*") if p.is_file())
+    second = _python(tmp, "warm", str(cache))
+    first.update(off=off["off"], off_import_wrote=off["import_wrote"])
+    return tmp, cache, first, second, files_after_first
+
+
+def test_import_lstmjax_never_configures_or_writes_the_cache(two_processes):
+    _, _, first, second, _ = two_processes
+    assert first["off_import_wrote"] is False
+    for found in (first, second):
+        assert found["import_wrote"] is False
+        assert found["jax_dir_after_import"] is None
+
+
+def test_compile_cache_off_compiles_as_before_and_writes_nothing(two_processes):
+    tmp, _, first, _, _ = two_processes
+    assert first["off"]["programs"] > 0 and first["off"]["cache"] is None
+    assert not (tmp / "xdg").exists()  # nor the default directory
+
+
+def test_a_second_process_compiles_nothing_the_first_compiled(two_processes):
+    tmp, cache, first, second, files_after_first = two_processes
+    tag = compile_cache.machine_tag()
+    assert first["cold"]["cache"] == str(cache / tag) == second["warm"]["cache"]
+    assert first["cold"]["programs"] > 0 and files_after_first  # compiled and stored
+    assert second["warm"]["programs"] == 0
+    # the cached executables are the programs the uncached run compiled: the same records
+    assert _metrics(tmp / "warm") == _metrics(tmp / "off")
+
+
+def test_the_cache_is_split_by_machine_and_auto_honours_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    tag = compile_cache.machine_tag()
+    assert tag.split("-")[0] and len(tag.split("-")[-1]) == 12
+    assert compile_cache.resolve("auto") == tmp_path / "lstmjax" / "xla" / tag
+    assert compile_cache.resolve(tmp_path / "mine") == tmp_path / "mine" / tag
+    assert compile_cache.resolve("OFF") is None
+    monkeypatch.setenv(compile_cache.ENV, "off")
+    assert compile_cache.resolve(None) is None
+    monkeypatch.setenv(compile_cache.ENV, str(tmp_path / "env"))
+    assert compile_cache.resolve(None) == tmp_path / "env" / tag
