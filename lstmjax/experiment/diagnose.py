@@ -12,20 +12,17 @@ means, saturation, the keep gate's memory time-scale τ).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from lstmjax._io import atomic_write_text
 from lstmjax.experiment.rundir import (
     CHECKPOINT_DIR,
     DIAGNOSTICS_FILE,
     Checkpointer,
-    DamagedFile,
     load_run_config,
-    read_finished,
-    warn,
+    read_diagnostics,
+    write_diagnostics,
 )
 
 __all__ = ["DIAGNOSTICS_FILE", "Diagnoser", "read_diagnostics", "write_diagnostics",
@@ -83,35 +80,6 @@ class Diagnoser:
             gates = jax.tree.map(lambda x, i=i: x[i], stats).to_dict()
             out.append({"step": step, "seed": seed, "gradient_flow": flow, "gates": gates})
         return out
-
-
-def write_diagnostics(path: Path, lines: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(ln, allow_nan=False) + "\n" for ln in lines))
-
-
-def read_diagnostics(path: str | os.PathLike, *, strict: bool = False) -> list[dict]:
-    """The lines of a ``diagnostics.jsonl`` ([] if absent). Damaged lines end the read (with a
-    warning; ``strict`` raises :class:`DamagedFile`)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    out = []
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace")
-                                  .splitlines(), 1):
-        if not line:
-            continue
-        try:
-            item = json.loads(line)
-            ok = isinstance(item, dict) and isinstance(item.get("step"), int)
-        except ValueError:
-            ok = False
-        if not ok:
-            if strict:
-                raise DamagedFile(f"{path}: damaged at line {number}")
-            warn(f"{path}: damaged at line {number}; the {len(out)} lines before it are kept")
-            return out
-        out.append(item)
-    return out
 
 
 def diagnose_run(run_dir: str | os.PathLike) -> dict[str, Any]:

@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 
 from lstmjax._io import atomic_write_json
+from lstmjax.experiment.rundir.layout import PROCESS_MARKER
 
 __all__ = ["rank_and_count", "meet", "marker", "write_done", "wait_for_all", "clear_markers"]
 
-MARKER = ".lstmjax-process-{}.json"
+MARKER = PROCESS_MARKER  # (named in lstmjax.experiment.rundir.layout)
 
 
 def rank_and_count() -> tuple[int, int]:
