@@ -210,27 +210,28 @@ KEEP_FREED_LIMIT = 256 * 2**20
 def _run(args) -> int:
     from lstmjax import experiment
     from lstmjax._allocator import keep_freed_memory
-    from lstmjax.experiment.resources import largest_trial_bytes
-    from lstmjax.experiment.runner import needs_x64
+    from lstmjax.experiment.config import load_experiment
+    from lstmjax.experiment.resources import largest_trial_bytes, needs_x64
 
     tune_xla()  # before anything touches a JAX backend
     split_cpu(args.devices)
     if args.coordinator or args.num_processes or args.process_id is not None:
         join_processes(args)
 
-    cfg = experiment.load_config(args.config, overrides=args.overrides)
+    # the sweep is expanded once, while the config is validated; the trials are passed along
+    cfg, trials = load_experiment(args.config, overrides=args.overrides)
     # this process only, before any array exists: reuse pages across steps (_allocator.py)
     if args.malloc == "tuned" or (args.malloc == "auto"
-                                  and largest_trial_bytes(cfg) <= KEEP_FREED_LIMIT):
+                                  and largest_trial_bytes(cfg, trials) <= KEEP_FREED_LIMIT):
         keep_freed_memory()
-    if needs_x64(cfg):
+    if needs_x64(cfg, trials):
         import jax
 
         jax.config.update("jax_enable_x64", True)  # program entry: before any array exists
     result = experiment.run(
         cfg, out_dir=args.out, resume=args.resume, progress=args.progress, report=True,
         force_unlock=args.force_unlock, devices=args.devices, raise_failures=False,
-        compile_cache=args.compile_cache,
+        compile_cache=args.compile_cache, trials=trials,
     )
     if "report" not in result:  # not process 0 of several
         print(f"process {result['process']}: trained {len(result['trials'])} trial(s); "

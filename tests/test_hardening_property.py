@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lstmjax import cli
-from lstmjax.experiment import runner
+from lstmjax.experiment import job
 
 BASE = {
     "name": "prop",
@@ -119,7 +119,7 @@ _SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,  # the sa
 )
 def test_random_config_edits_never_traceback_or_escape(edits, existing, resume, capsys,
                                                        monkeypatch):
-    monkeypatch.setattr(runner, "_run_job", _stop)
+    monkeypatch.setattr(job, "train_job", _stop)  # the executor's seam
     raw = yaml.safe_load(yaml.safe_dump(BASE))
     for key, value in edits:
         _set(raw, key, value)
@@ -139,7 +139,7 @@ def test_random_config_edits_never_traceback_or_escape(edits, existing, resume, 
 )
 def test_random_text_and_overrides_never_traceback_or_escape(text, overrides, existing, capsys,
                                                              monkeypatch):
-    monkeypatch.setattr(runner, "_run_job", _stop)
+    monkeypatch.setattr(job, "train_job", _stop)  # the executor's seam
     base = yaml.safe_dump(BASE) if len(text) % 2 else text  # junk files and junk overrides
     with tempfile.TemporaryDirectory() as tmp:
         _check(Path(tmp), base, overrides, existing, False, capsys)

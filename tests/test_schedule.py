@@ -196,14 +196,12 @@ _SCENARIOS = textwrap.dedent(r"""
     found["odd_wrote_nothing"] = not (out / "odd").exists()
 
     # a trial that raises on one device: the others finish, the report is written
-    real_begin = runner._TrialRun.begin
-    def begin(self, *a, **k):
-        if self.trial.name == "cell-rnn":
+    from lstmjax.experiment import job as job_module
+    def failing(job, ctx, slot):
+        if job.trials[0].name == "cell-rnn":
             raise ValueError("injected failure")
-        return real_begin(self, *a, **k)
-    runner._TrialRun.begin = begin
-    f = run(cfg(grid), out / "fail", devices=2, raise_failures=False)
-    runner._TrialRun.begin = real_begin
+        return job_module.train_job(job, ctx, slot)
+    f = run(cfg(grid), out / "fail", devices=2, raise_failures=False, train_job=failing)
     found["failed"] = f["failed"]
     found["finished_after_failure"] = sorted(t["trial"] for t in f["trials"])
     found["failed_file"] = (out / "fail" / "cell-rnn" / "failed.json").exists()

@@ -14,7 +14,7 @@ import pytest
 
 import lstmjax as lj
 from lstmjax import cli
-from lstmjax.experiment import ConfigError, expand, from_dict, runner, search, space
+from lstmjax.experiment import ConfigError, expand, from_dict, search, space
 from lstmjax.experiment.config import to_dict
 from lstmjax.experiment.rundir import SUMMARY_FILE, write_config, write_summary
 from lstmjax.experiment.summary import SeedResult, TrialSummary
@@ -351,24 +351,23 @@ def test_optuna_resume_continues_the_study_without_repeating_trials(tmp_path):
     assert search.run_optuna(cfg, tmp_path / "run", idle)[0] == summaries and idle.calls == []
 
 
-def test_optuna_run_through_the_runner_resumes_and_reports(tmp_path, monkeypatch):
+def test_optuna_run_through_the_runner_resumes_and_reports(tmp_path):
     """lj.experiment.run with the training stubbed out: the study is in the run directory,
     --resume trains nothing more, and results.csv lists the study's trials."""
     pytest.importorskip("optuna")
     fakes = []
 
-    def fake_train(trials, plan, run_dir, *args, **kwargs):
-        fake = FakeTraining(run_dir)
+    def fake_train_job(job, ctx, slot):  # the executor's seam: trains one job
+        fake = FakeTraining(ctx.run_dir)
         fakes.append(fake)
-        return [fake(t, plan[t.name]) for t in trials]
+        return [fake(t, ctx.state_of(t)) for t in job.trials]
 
-    monkeypatch.setattr(runner, "_train", fake_train)
     cfg = _cfg({**OPTUNA, "num_trials": 4})
     out = tmp_path / "run"
-    result = lj.experiment.run(cfg, out_dir=out)
+    result = lj.experiment.run(cfg, out_dir=out, train_job=fake_train_job)
     assert len(fakes) == 4 and len(result["trials"]) == 4
     assert result["best"]["value"] == min(t["median_final_loss"] for t in result["trials"])
-    resumed = lj.experiment.run(cfg, out_dir=out, resume=True)
+    resumed = lj.experiment.run(cfg, out_dir=out, resume=True, train_job=fake_train_job)
     assert len(fakes) == 4 and resumed["trials"] == result["trials"]
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))

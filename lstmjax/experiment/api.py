@@ -1,4 +1,4 @@
-"""``lj.experiment.run``: train an experiment (:mod:`.runner`), then, if asked, write its report
+"""``lj.experiment.run``: train an experiment (:mod:`.executor`), then, if asked, write its report
 (:mod:`.report`). The one place where the two meet, so neither imports the other."""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 
 from lstmjax.experiment.compile_cache import CompileMeter, enable
+from lstmjax.experiment.executor import run_trials
 from lstmjax.experiment.progress import Reporter
 from lstmjax.experiment.report import write_report
 from lstmjax.experiment.rundir import RunError
-from lstmjax.experiment.runner import run_trials
 from lstmjax.experiment.schema import ExperimentConfig
 
 __all__ = ["run", "TrialsFailed"]
@@ -26,14 +26,21 @@ def run(
     devices: int | None = None,
     raise_failures: bool = True,
     compile_cache: str | os.PathLike | None = None,
+    trials=None,
+    train_job=None,
 ) -> dict:
     """Train every trial of ``cfg`` into its run directory and return the run summary
-    ``{"name", "run_dir", "wall_time_s", "trials": [per-trial summary dicts]}``.
+    ``{"name", "run_dir", "wall_time_s", "devices", "process", "processes", "trials":
+    [per-trial summary dicts], "failed": [{"trial", "error"}], "compile"}`` (with
+    ``"report"`` once written, ``"frontier"`` for a gap frontier, ``"best"`` for an optuna
+    study).
 
     ``report`` (default True, as ``lstmjax run``): afterwards write ``results.csv``,
     ``report.md`` and the plots, and add ``"report"`` (see :func:`write_report`) to the result;
     pass False to train only. Resuming, locking, progress and ``devices`` (trials trained
-    concurrently, one per device): :func:`.runner.run_trials`. Trials that fail do not stop the
+    concurrently, one per device): :func:`.executor.run_trials`; so are ``trials`` (the
+    expanded sweep, when the caller has it: then it is not expanded again) and ``train_job``
+    (what trains a job; tests pass a fake). Trials that fail do not stop the
     others; once the rest (and the report) are written, :class:`TrialsFailed` names them
     (``raise_failures=False``: they are only listed in ``result["failed"]``).
 
@@ -46,11 +53,13 @@ def run(
     cache_dir = enable(compile_cache)
     with CompileMeter() as meter:
         result = run_trials(cfg, out_dir, resume=resume, progress=progress,
-                            force_unlock=force_unlock, devices=devices)
+                            force_unlock=force_unlock, devices=devices, trials=trials,
+                            train_job=train_job)
     result["compile"] = {"programs": meter.compiles, "seconds": meter.seconds,
                          "cache": None if cache_dir is None else str(cache_dir)}
     if report and result["process"] == 0:  # with several processes, process 0 reports
-        result["report"] = write_report(result["run_dir"], plots=cfg.output.plots)
+        result["report"] = write_report(result["run_dir"], plots=cfg.output.plots,
+                                        trials=trials)
     if result["failed"] and raise_failures:
         names = ", ".join(f"{f['trial']} ({f['error']})" for f in result["failed"][:3])
         raise TrialsFailed(

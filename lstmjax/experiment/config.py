@@ -60,6 +60,7 @@ __all__ = [
     "TrainConfig",
     "OutputConfig",
     "load_config",
+    "load_experiment",
     "from_dict",
     "load_trials",
     "trial_at",
@@ -188,6 +189,18 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     sets a sweep entry, and overriding a swept key (``model.cell=lstm``) pins it, removing it
     from the sweep. ``name`` defaults to the file's stem. Raises :class:`ConfigError`.
     """
+    return load_experiment(path, overrides)[0]
+
+
+def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()
+                    ) -> tuple[ExperimentConfig, list[Trial]]:
+    """:func:`load_config` and the trials it validated (``expand(cfg)``: the sweep expanded
+    once, to be passed along instead of expanded again).
+
+    Override values are read as YAML (``3e-4``, ``[lstm, gru]``, ``{}``); ``sweep.<key>=[...]``
+    sets a sweep entry, and overriding a swept key (``model.cell=lstm``) pins it, removing it
+    from the sweep. ``name`` defaults to the file's stem. Raises :class:`ConfigError`.
+    """
     path = Path(path)
     text = _read_config_file(path)
     raw = _parse_yaml(text, str(path))
@@ -202,7 +215,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     raw.setdefault("name", path.stem)
     raw = apply_overrides(raw, overrides)
     try:
-        return from_dict(raw)
+        return load_trials(raw)
     except ConfigError as e:
         if derived and raw.get("name") == path.stem and str(e).startswith("name: "):
             raise ConfigError(

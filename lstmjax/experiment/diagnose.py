@@ -89,22 +89,16 @@ def diagnose_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
 
-    from lstmjax.experiment import frontier, search
-    from lstmjax.experiment.sweep import expand
+    from lstmjax.experiment import search
     from lstmjax.train import make_trainer
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
-    trials = search.collect(run_dir, cfg) if cfg.search.method == "optuna" else expand(cfg)
-    if cfg.frontier is not None:
-        trials = [t for t, s, _ in frontier.collect(run_dir, cfg, trials)[0] if s is not None]
     done, skipped = [], []
-    for trial in trials:
+    for trial, summary, damage in search.replay(cfg, run_dir).entries:
         tdir = run_dir / trial.name
-        try:
-            summary = read_finished(tdir)
-        except DamagedFile as e:
-            skipped.append(str(e))
+        if damage is not None:
+            skipped.append(damage)
             continue
         if summary is None:
             skipped.append(f"{trial.name}: not finished")

@@ -8,7 +8,9 @@ until a probe is *unsolved* -- fewer than ``min_solved`` of its seeds solved -- 
 solved; then it bisects (geometrically) between the last solved and the first unsolved gap until
 ``(hi - lo) / lo <= resolution`` (or they are adjacent integers). Each probe is an ordinary trial
 (seeds vmapped, checkpointed, resumable). :func:`plan` is a pure function of the outcomes known
-so far, so a resumed run re-uses finished probes and makes the same decisions.
+so far, so a resumed run re-uses finished probes and makes the same decisions. The search as a
+run trains it (ask for probes, be told their outcomes) is
+:class:`lstmjax.experiment.search.FrontierSearch`.
 
 Assumes that solving is monotone in the gap (what is solved at a gap is solved at shorter ones);
 where it is not, the search reports one transition it found, and the probes show the rest.
@@ -20,7 +22,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 
-__all__ = ["FrontierResult", "plan", "search"]
+__all__ = ["FrontierResult", "plan", "search", "rows"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,49 +76,6 @@ def search(fc, outcome) -> FrontierResult:
         if gap is None:
             return result
         known[gap] = outcome(gap)
-
-
-# ---- probes as trials ----------------------------------------------------------------------------
-
-
-def probe(cfg, variant, gap: int, index: int):
-    """The trial of ``variant`` (a trial of the sweep without the frontier key) at ``gap``."""
-    from lstmjax.experiment.schema import ExperimentConfig
-    from lstmjax.experiment.sweep import Trial, axis_labels, trial_name, with_values
-
-    key = cfg.frontier.key
-    raw = with_values(variant.cfg.model_dump(mode="json"), {key: gap})
-    values = {**variant.values, key: gap}
-    name = trial_name(values, axis_labels(cfg, (key,)))
-    return Trial(index, name, values, ExperimentConfig.model_validate(raw),
-                 {**variant.assignment, key: gap}, gap_key=key)
-
-
-def collect(run_dir, cfg, variants) -> tuple[list, dict[str, FrontierResult]]:
-    """Replay the search over the finished probes in ``run_dir``: ``(probe trials with their
-    summaries -- (trial, summary or None, damage message or None) --, frontier per variant)``.
-    A probe the search asks for that has not finished ends that variant's replay."""
-    from lstmjax.experiment.rundir import DamagedFile, read_finished
-
-    probes, results, index = [], {}, 0
-    for variant in variants:
-        known: dict[int, float] = {}
-        while True:
-            gap, result = plan(cfg.frontier, known)
-            results[variant.name] = result
-            if gap is None:
-                break
-            trial = probe(cfg, variant, gap, index)
-            index += 1
-            try:
-                summary, damage = read_finished(run_dir / trial.name), None
-            except DamagedFile as e:
-                summary, damage = None, str(e)
-            probes.append((trial, summary, damage))
-            if summary is None:
-                break
-            known[gap] = summary.solved_fraction
-    return probes, results
 
 
 def rows(variants, results: dict[str, FrontierResult]) -> list[dict]:

@@ -38,7 +38,9 @@ class Reporter:
 
     Subclasses either override the single-trial methods (``start_trial``/``update``/
     ``end_trial``: trials are then reported one call at a time, serialised by a lock) or the
-    per-trial ones (``_open``/``_update``/``_end``, which get the state ``_open`` returned).
+    per-trial ones (``_open``/``_update``/``_end``, which get the state ``_open`` returned),
+    and ``message`` (a line of text). Callers use :meth:`open`, :meth:`sweep` and
+    :meth:`note`, which take the lock and call those.
     """
 
     @property
@@ -82,14 +84,18 @@ class Reporter:
         pass
 
     def message(self, text: str) -> None:
-        pass
+        """Show a line of text (what subclasses override; callers use :meth:`note`)."""
 
     def close(self) -> None:
         pass
 
-    def _message(self, text: str) -> None:
+    def note(self, text: str) -> None:
+        """Show a line of text between the trials' progress (thread-safe): what the executor
+        and the searches call; it calls :meth:`message`, which reporters implement."""
         with self._lock:
             self.message(text)
+
+    _message = note  # the former name of note (deprecated)
 
 
 def position_label(index: int, count: int) -> str:

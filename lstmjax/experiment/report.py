@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from lstmjax._io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
-from lstmjax.experiment import frontier, search
-from lstmjax.experiment.diagnose import read_diagnostics
+from lstmjax.experiment import search
 from lstmjax.experiment.rundir import (
     DIAGNOSTICS_FILE,
+    FRONTIER_FILE,
     METRICS_FILE,
     PLOTS_DIR,
     REPORT_FILE,
@@ -40,12 +40,14 @@ from lstmjax.experiment.rundir import (
     RunError,
     check_no_links,
     load_run_config,
+    read_diagnostics,
     read_failure,
     read_metrics,
     read_summary,
     warn,
 )
-from lstmjax.experiment.sweep import GAP_KEY, expand, format_value, swept_keys
+from lstmjax.experiment.schema import FrontierConfig
+from lstmjax.experiment.sweep import GAP_KEY, format_value, swept_keys
 
 __all__ = ["write_report", "collect", "results_rows", "result_columns", "headline_table",
            "RESULT_COLUMNS"]
@@ -58,21 +60,24 @@ RESULT_COLUMNS = [
 
 
 def write_report(
-    run_dir: str | os.PathLike, *, plots: bool = True, out: str | os.PathLike | None = None
+    run_dir: str | os.PathLike, *, plots: bool = True, out: str | os.PathLike | None = None,
+    trials=None,
 ) -> dict:
     """Write ``results.csv``, ``report.md`` and (if ``plots``) ``plots/`` for a run directory,
     into the run directory or, with ``out``, into another directory (e.g. for a read-only run).
 
     A trial whose files are damaged is skipped (named in a warning and in the report); the rest
     are reported. Returns ``{"table": headline markdown, "report": path, "results": path,
-    "plots": [paths], "damaged": [messages]}``.
+    "plots": [paths], "damaged": [messages]}``. ``trials``: the expanded sweep of the run's
+    config, if the caller has it (``lj.experiment.run`` passes the trials it trained).
     """
     run_dir = Path(run_dir)
-    cfg, trials, found = _collect(run_dir)
+    cfg, trials, found = _collect(run_dir, trials)
+    fc = found.frontier
     dest = Path(os.path.expanduser(os.fspath(out))) if out is not None else run_dir
     _check_destination(run_dir, dest, out is not None)
     rows = results_rows(trials)
-    columns = result_columns(cfg)
+    columns = result_columns(cfg, found.keys)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
@@ -81,15 +86,14 @@ def write_report(
     try:
         remove_stale_temporaries(dest, RUN_FILES + (FRONTIER_FILE,))
         atomic_write_text(dest / RESULTS_FILE, buf.getvalue())
-        frontier_rows = None
-        if found is not None:
-            frontier_rows = frontier.rows(expand(cfg), found)
+        frontier_rows = found.extra.get("frontier")
+        if frontier_rows is not None:
             atomic_write_text(dest / FRONTIER_FILE, _frontier_csv(frontier_rows))
-        plot_paths = (_plots(dest, trials, cfg, frontier_rows) if plots
+        plot_paths = (_plots(dest, trials, cfg, frontier_rows, fc) if plots
                       else _existing_plots(dest))
         table = headline_table(trials)
         atomic_write_text(dest / REPORT_FILE,
-                          _markdown(cfg, trials, table, plot_paths, dest, frontier_rows))
+                          _markdown(cfg, trials, table, plot_paths, dest, frontier_rows, fc))
     except OSError as e:
         raise RunError(
             f"{dest}: cannot write the report ({e.strerror or e}); "
@@ -97,7 +101,7 @@ def write_report(
         ) from None
     out = {
         "table": table,
-        "finding": finding(cfg, trials, frontier_rows),
+        "finding": finding(cfg, trials, frontier_rows, fc),
         "report": str(dest / REPORT_FILE),
         "results": str(dest / RESULTS_FILE),
         "plots": [str(p) for p in plot_paths],
@@ -105,12 +109,11 @@ def write_report(
     }
     if frontier_rows is not None:
         out["frontier"] = frontier_rows
-        out["frontier_table"] = frontier_table(frontier_rows, cfg)
+        out["frontier_table"] = frontier_table(frontier_rows, fc)
         out["frontier_csv"] = str(dest / FRONTIER_FILE)
     return out
 
 
-FRONTIER_FILE = "frontier.csv"
 FRONTIER_COLUMNS = ["variant", "largest_solved", "smallest_unsolved", "probes", "probed",
                     "complete"]
 
@@ -124,9 +127,9 @@ def _frontier_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def frontier_table(rows: list[dict], cfg) -> str:
-    """Markdown: per variant the largest gap solved and the smallest gap not solved."""
-    fc = cfg.frontier
+def frontier_table(rows: list[dict], fc: FrontierConfig) -> str:
+    """Markdown: per variant the largest gap solved and the smallest gap not solved
+    (``fc``: the frontier's settings)."""
     lines = ["| variant | largest gap solved | smallest gap not solved | probes |",
              "|:--|--:|--:|--:|"]
     for r in rows:
@@ -138,26 +141,32 @@ def frontier_table(rows: list[dict], cfg) -> str:
     return "\n".join(lines) + "\n"
 
 
+# A gap of a grid counts as solved when this fraction of its seeds solve it (a grid has no
+# frontier.min_solved of its own; this is that setting's default).
+GRID_MIN_SOLVED = FrontierConfig.model_fields["min_solved"].default
+
+
 def _largest_solved_in_grid(trials: list[dict]) -> dict[str, tuple]:
-    """Per variant in a grid: (largest gap with at least half of its seeds solved, the smallest
-    larger gap that is not, the gaps tried)."""
+    """Per variant in a grid: (largest gap with at least :data:`GRID_MIN_SOLVED` of its seeds
+    solved, the smallest larger gap that is not, the gaps tried)."""
     out = {}
     for v in dict.fromkeys(t["variant"] for t in trials):
         done = sorted((t["gap"], t["summary"].solved_fraction) for t in trials
                       if t["variant"] == v and t["summary"] is not None)
-        solved = [g for g, f in done if f >= 0.5]
+        solved = [g for g, f in done if f >= GRID_MIN_SOLVED]
         largest = max(solved) if solved else None
-        above = [g for g, f in done if f < 0.5 and (largest is None or g > largest)]
+        above = [g for g, f in done if f < GRID_MIN_SOLVED and (largest is None or g > largest)]
         out[v] = (largest, min(above) if above else None, [g for g, _ in done])
     return out
 
 
-def finding(cfg, trials: list[dict], frontier_rows: list[dict] | None) -> str:
+def finding(cfg, trials: list[dict], frontier_rows: list[dict] | None,
+            fc: FrontierConfig | None = None) -> str:
     """One sentence stating the result, generated from the numbers: which variant bridges the
-    longest gap, and where the others stop."""
+    longest gap, and where the others stop (``fc``: a frontier's settings, with its rows)."""
     if frontier_rows is not None:
         per = {r["variant"]: (r["largest_solved"], r["smallest_unsolved"]) for r in frontier_rows}
-        lo, hi = cfg.frontier.start, cfg.frontier.max
+        lo, hi = fc.start, fc.max
     else:
         per = {v: (a, b) for v, (a, b, _) in _largest_solved_in_grid(trials).items()}
         gaps = [t["gap"] for t in trials if t["summary"] is not None]
@@ -211,19 +220,18 @@ def collect(run_dir: Path):
     return cfg, trials
 
 
-def _collect(run_dir: Path):
+def collect_with_columns(run_dir: Path):
+    """:func:`collect` and the run's :func:`result_columns`."""
+    cfg, trials, found = _collect(Path(run_dir))
+    return cfg, trials, result_columns(cfg, found.keys)
+
+
+def _collect(run_dir: Path, trials=None):
+    """(config, trial dicts, the :class:`~lstmjax.experiment.search.Replay` of the run)."""
     cfg = load_run_config(run_dir)
-    found = None
-    if cfg.search.method == "optuna":  # the trials the study proposed
-        entries = [(t, None) for t in search.collect(run_dir, cfg)]
-    elif cfg.frontier is None:
-        entries = [(t, None) for t in expand(cfg)]
-    else:
-        variants = expand(cfg)
-        probes, found = frontier.collect(run_dir, cfg, variants)
-        entries = [(t, damage) for t, _, damage in probes]
+    found = search.replay(cfg, run_dir, trials)
     out = []
-    for trial, damage in entries:
+    for trial, _, damage in found.entries:
         tdir = run_dir / trial.name
         summary, metrics, damaged = None, [], damage
         if damaged is None:
@@ -251,11 +259,11 @@ def _collect(run_dir: Path):
     return cfg, out, found
 
 
-def result_columns(cfg) -> list[str]:
-    """results.csv's columns: :data:`RESULT_COLUMNS`, then the swept keys (and a frontier's
-    key) other than ``model.cell`` and ``task.length`` (the ``cell`` and ``length`` columns)."""
-    extra = [cfg.frontier.key] if cfg.frontier else []
-    return RESULT_COLUMNS + [k for k in swept_keys(cfg) + extra
+def result_columns(cfg, keys: tuple[str, ...] = ()) -> list[str]:
+    """results.csv's columns: :data:`RESULT_COLUMNS`, then the swept keys and ``keys`` (those
+    the search sets beyond the sweep: a frontier's key, ``search.Replay.keys``) other than
+    ``model.cell`` and ``task.length`` (the ``cell`` and ``length`` columns)."""
+    return RESULT_COLUMNS + [k for k in swept_keys(cfg) + list(keys)
                              if k not in ("model.cell", GAP_KEY)]
 
 
@@ -337,19 +345,18 @@ def _trials_table(trials: list[dict]) -> str:
 
 
 def _markdown(cfg, trials, table: str, plot_paths: list[Path], run_dir: Path,
-              frontier_rows=None) -> str:
+              frontier_rows=None, fc=None) -> str:
     tc = cfg.train
     finished = sum(t["summary"] is not None for t in trials)
     lr = format_value(tc.learning_rate)
-    top = [f"**Finding.** {finding(cfg, trials, frontier_rows)}\n"]
+    top = [f"**Finding.** {finding(cfg, trials, frontier_rows, fc)}\n"]
     if frontier_rows is not None:
-        fc = cfg.frontier
         top += [
             "## Largest gap solved\n",
             f"Gap frontier on `{fc.key}`: probes from {fc.start} (×{format_value(fc.factor)}, up "
             f"to {fc.max}), then bisection to {format_value(fc.resolution * 100)}%; a probe is "
             f"solved when at least {format_value(fc.min_solved * 100)}% of its seeds are.\n",
-            frontier_table(frontier_rows, cfg),
+            frontier_table(frontier_rows, fc),
         ]
     parts = [
         f"# {cfg.name}\n",
@@ -468,7 +475,7 @@ PLOTS = ("solved_vs_gap.png", "learning_curves.png", "frontier.png", "gradient_f
          "gates.png", "length_generalisation.png")
 
 
-def _plots(run_dir: Path, trials: list[dict], cfg, frontier_rows=None) -> list[Path]:
+def _plots(run_dir: Path, trials: list[dict], cfg, frontier_rows=None, fc=None) -> list[Path]:
     done = [t for t in trials if t["summary"] is not None]
     if not done:
         return []
@@ -479,7 +486,7 @@ def _plots(run_dir: Path, trials: list[dict], cfg, frontier_rows=None) -> list[P
     _save(_learning_curves(done, cfg), paths[1])
     if frontier_rows is not None:
         paths.append(plots / PLOTS[2])
-        _save(_frontier_plot(done, cfg, frontier_rows), paths[-1])
+        _save(_frontier_plot(done, cfg, frontier_rows, fc), paths[-1])
     if any(t["summary"].length_eval for t in done):
         paths.append(plots / PLOTS[5])
         _save(_length_plot(done, cfg), paths[-1])
@@ -703,7 +710,7 @@ class _CallableModule(types.ModuleType):
 sys.modules[__name__].__class__ = _CallableModule
 
 
-def _frontier_plot(trials: list[dict], cfg, rows: list[dict]):
+def _frontier_plot(trials: list[dict], cfg, rows: list[dict], fc):
     """Solved fraction vs gap per variant (log x), each variant's frontier marked."""
     fig = _figure(6.8, 4.4)
     ax = fig.add_subplot()
@@ -719,7 +726,7 @@ def _frontier_plot(trials: list[dict], cfg, rows: list[dict]):
                 color=color, label=r["variant"], alpha=0.9)
         if r["largest_solved"] is not None:
             ax.axvline(r["largest_solved"], color=color, ls="--", lw=1, alpha=0.7)
-    ax.axhline(cfg.frontier.min_solved, color="gray", ls=":", lw=1)
+    ax.axhline(fc.min_solved, color="gray", ls=":", lw=1)
     ax.set_xscale("log")
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
@@ -729,7 +736,7 @@ def _frontier_plot(trials: list[dict], cfg, rows: list[dict]):
     if len(gaps) <= 12:
         ax.set_xticks(gaps, [str(g) for g in gaps])
     ax.set_ylim(-0.07, 1.07)
-    ax.set_xlabel(f"gap ({cfg.frontier.key}), log scale; dashed: largest gap solved")
+    ax.set_xlabel(f"gap ({fc.key}), log scale; dashed: largest gap solved")
     ax.set_ylabel("fraction of seeds solved")
     ax.set_title(f"{cfg.name}: gap frontier ({cfg.task.name})")
     ax.grid(alpha=0.3, which="both")

@@ -1,4 +1,5 @@
-"""Will it fit? A memory estimate per trial, checked before a run writes anything.
+"""Pre-flight: will it fit (a memory estimate per trial), and are its dtypes possible in this
+process -- checked before a run writes anything.
 
 The estimate (bytes) of one trial, with S seeds trained together (1 if ``vmap_seeds`` is off),
 batch B, evaluation batch B_e, T = ``task.seq_len``, L layers, d directions, projection width
@@ -21,8 +22,10 @@ from __future__ import annotations
 import os
 
 from lstmjax.experiment.errors import ConfigError
+from lstmjax.experiment.rundir import RunError
 
-__all__ = ["estimate_bytes", "largest_trial_bytes", "memory_limit_bytes", "check_fits"]
+__all__ = ["estimate_bytes", "largest_trial_bytes", "memory_limit_bytes", "check_fits",
+           "check_dtypes", "needs_x64"]
 
 
 def estimate_bytes(cfg) -> int:
@@ -57,17 +60,16 @@ def estimate_bytes(cfg) -> int:
     return seeds * (max(train, evaluate) * act_size + 4 * n_params * param_size)
 
 
-def largest_trial_bytes(cfg) -> int:
-    """The largest :func:`estimate_bytes` of ``cfg``'s trials (a frontier's at
-    ``frontier.max``); 0 if the sweep cannot be expanded (``experiment.run`` reports why)."""
-    from lstmjax.experiment import frontier
-    from lstmjax.experiment.sweep import expand
+def largest_trial_bytes(cfg, trials=None) -> int:
+    """The largest :func:`estimate_bytes` of the trials that bound ``cfg``'s memory (a
+    frontier's at ``frontier.max``; :attr:`lstmjax.experiment.search.Search.largest`);
+    ``trials``: ``expand(cfg)`` if the caller has it. 0 if the sweep cannot be expanded
+    (``experiment.run`` reports why)."""
+    from lstmjax.experiment import search
 
     try:
-        trials = expand(cfg)
-        if cfg.frontier is not None:
-            trials = [frontier.probe(cfg, v, cfg.frontier.max, 0) for v in trials]
-        return max((estimate_bytes(t.cfg) for t in trials), default=0)
+        bound = search.for_config(cfg, None, trials=trials).largest
+        return max((estimate_bytes(t.cfg) for t in bound), default=0)
     except (ConfigError, ValueError, TypeError):
         return 0
 
@@ -107,3 +109,35 @@ def check_fits(trials) -> None:
 
 def _gb(n: int) -> str:
     return f"{n / 2**30:.3g} GiB" if n < 2**40 else f"{n / 2**40:.3g} TiB"
+
+
+def check_dtypes(trials) -> None:
+    """Never record a dtype that was not used: float64 cells need 64-bit JAX (``lstmjax run``
+    turns it on at program start for such configs), and a sweep may not mix float64 with other
+    dtypes (64-bit mode would change the float32 trials' task data and losses)."""
+    import jax
+
+    dtypes = {t.cfg.model.options.get("dtype", "float32") for t in trials}
+    if "float64" not in dtypes:
+        return
+    if len(dtypes) > 1:
+        others = ", ".join(sorted(dtypes - {"float64"}))
+        raise RunError(
+            f"model.options.dtype: the sweep mixes float64 with {others}; "
+            "run the float64 trials as a config of their own"
+        )
+    if not jax.config.jax_enable_x64:
+        raise RunError(
+            "model.options.dtype: float64 needs 64-bit JAX, which is off in this process; "
+            "`lstmjax run` turns it on for such configs, in Python call "
+            "jax.config.update('jax_enable_x64', True) at program start"
+        )
+
+
+def needs_x64(cfg, trials=None) -> bool:
+    """Whether any trial of ``cfg`` asks for float64 cells (the CLI then enables 64-bit JAX);
+    ``trials``: ``expand(cfg)`` if the caller has it."""
+    from lstmjax.experiment.sweep import expand
+
+    trials = expand(cfg) if trials is None else trials
+    return any(t.cfg.model.options.get("dtype") == "float64" for t in trials)

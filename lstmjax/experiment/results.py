@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lstmjax.experiment.report import RESULT_COLUMNS, collect, result_columns, results_rows
+from lstmjax.experiment.report import RESULT_COLUMNS, collect_with_columns, results_rows
 from lstmjax.experiment.sweep import format_value
 
 __all__ = ["load_results", "load_metrics"]
@@ -41,8 +41,7 @@ def _pandas():
 def load_results(run_dir: str | os.PathLike):
     """One row per (finished trial, seed): the columns of ``results.csv``."""
     pd = _pandas()
-    cfg, trials = collect(Path(run_dir))
-    columns = result_columns(cfg)
+    _, trials, columns = collect_with_columns(Path(run_dir))
     rows = [{k: _cell(row.get(k)) for k in columns} for row in results_rows(trials)]
     df = pd.DataFrame.from_records(rows, columns=columns)
     return df.astype({**dict.fromkeys(_INTEGER, "Int64"), **dict.fromkeys(_BOOLEAN, "boolean")})
@@ -53,8 +52,8 @@ def load_metrics(run_dir: str | os.PathLike):
     keys other than ``model.cell`` and ``task.length``, then the line (``step, seed,
     train_loss, grad_norm, lr, loss, loss_vs_chance, accuracy, solved, ...``)."""
     pd = _pandas()
-    cfg, trials = collect(Path(run_dir))
-    swept = result_columns(cfg)[len(RESULT_COLUMNS):]
+    _, trials, columns = collect_with_columns(Path(run_dir))
+    swept = columns[len(RESULT_COLUMNS):]
     rows, keys = [], {}
     for t in trials:
         head = {"trial": t["name"], "variant": t["variant"], "cell": t["cell"], "gap": t["gap"]}

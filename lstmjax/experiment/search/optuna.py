@@ -9,9 +9,10 @@
       train.learning_rate: {loguniform: [1.0e-4, 1.0e-1]}
       model.options.forget_bias: {uniform: [0.0, 3.0]}
 
-The syntax and the random search are :mod:`lstmjax.experiment.space`. The runner asks the study
-for a point, trains it as an ordinary trial of the run directory (named from its values, seeds
-vmapped, checkpointed) and tells the study the trial's objective; a trial without the statistic
+The syntax and the random search are :mod:`lstmjax.experiment.space`. :class:`OptunaSearch`
+asks the study for a point; the executor trains it as an ordinary trial of the run directory
+(named from its values, seeds vmapped, checkpointed) and the search tells the study the
+trial's objective; a trial without the statistic
 (no seed solved, every seed diverged) counts as the worst value. The first
 ``min(10, ceil(num_trials / 3))`` points are drawn at random (TPE's start-up), the rest by TPE;
 the sampler is seeded per trial from ``(sweep.seed, trial number)``, so a resumed study proposes
@@ -36,37 +37,89 @@ from typing import Any
 
 from lstmjax.experiment.config import trial_at
 from lstmjax.experiment.errors import ConfigError, one_line
-from lstmjax.experiment.rundir import RunError, plan_trials, read_finished, warn
+from lstmjax.experiment.rundir import STUDY_FILE, RunError, plan_trials, read_finished, warn
 from lstmjax.experiment.schema import ExperimentConfig
+from lstmjax.experiment.search.result import SearchResult
 from lstmjax.experiment.space import Pick, SearchSpace, identity, round_value
 from lstmjax.experiment.summary import TrialSummary
 from lstmjax.experiment.sweep import Trial
 
-__all__ = ["STUDY_FILE", "run_optuna", "collect", "objective_value", "picks_from"]
+__all__ = ["STUDY_FILE", "OptunaSearch", "run_optuna", "collect", "objective_value",
+           "picks_from"]
 
-STUDY_FILE = "optuna.db"
 STUDY_NAME = "lstmjax"
 
 # train(trial, state) -> its summary, or None if it failed; state as rundir.plan_trials gives it
 TrainOne = Callable[[Trial, str], "TrialSummary | None"]
 
 
-def run_optuna(cfg: ExperimentConfig, run_dir: Path, train: TrainOne,
-               note: Callable[[str], None] | None = None) -> tuple[list[TrialSummary], dict | None]:
-    """Run (or continue) the study of ``cfg`` in ``run_dir``, training each proposed trial with
-    ``train``; returns (the summaries of its distinct trials in the order proposed, the best
-    trial ``{"trial", "number", "objective", "direction", "value", "values"}`` or None)."""
-    import optuna
+class OptunaSearch:
+    """The study of ``cfg`` in ``run_dir``, one trial at a time: :meth:`ask` gives the next
+    point to train (an interrupted one first, when resuming), :meth:`tell` tells the study its
+    objective. A point whose values repeat an earlier trial's, or that makes no valid trial,
+    is told at once and never asked. ``trials``: the search space's probe points (the
+    pre-flight checks); ``note(text)``: a line per told trial."""
 
-    space = cfg.search
-    note = note or (lambda _: None)
-    with _quiet(optuna):
+    fixed = False
+    streams = False
+
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path | None, trials=(), *,
+                 count: int = 1, note: Callable[[str], None] | None = None):
+        if count > 1:
+            raise RunError("sweep.method: an optuna study runs in one process (it proposes one "
+                           "trial at a time); run it without --num-processes")
+        self.cfg, self.run_dir = cfg, None if run_dir is None else Path(run_dir)
+        self.upfront = self.largest = tuple(trials)
+        self.size = cfg.search.num_trials
+        self.note = note or (lambda _: None)
+        self._steps = None  # the study, driven as a generator: yields a trial, is sent its result
+        self._out: Trial | None = None  # the trial waiting to be asked for, or being trained
+        self._given = False  # whether _out was asked for
+        self._done = False
+        self._summaries: dict[int, TrialSummary] = {}
+        self._best: dict | None = None
+
+    def ask(self) -> list[Trial]:
+        if self._steps is None:
+            self._steps = self._drive()
+            self._advance(None, first=True)
+        if self._out is None or self._given:
+            return []
+        self._given = True
+        return [self._out]
+
+    def tell(self, trial: Trial, summary: TrialSummary | None) -> None:
+        if self._out is None or not self._given or trial.name != self._out.name:
+            raise ValueError(f"{trial.name}: told without being asked (or told twice)")
+        self._advance(summary)
+
+    def result(self) -> SearchResult:
+        return SearchResult(tuple(self._summaries[n] for n in sorted(self._summaries)),
+                            {"best": self._best})
+
+    def _advance(self, summary: TrialSummary | None, first: bool = False) -> None:
+        import optuna
+
+        self._out, self._given = None, False
+        if self._done:
+            return
+        with _quiet(optuna):
+            try:
+                self._out = next(self._steps) if first else self._steps.send(summary)
+            except StopIteration:
+                self._done = True
+
+    def _drive(self):
+        """The study as a generator: ``summary = yield trial`` for each trial to train."""
+        import optuna
+
+        cfg, run_dir, space, note = self.cfg, self.run_dir, self.cfg.search, self.note
         study = _open(optuna, run_dir, create=True, direction=space.direction)
         replay = _Replay(cfg)
         outcomes: dict[int, float | None] = {}  # trial number -> value (None: failed)
-        summaries: dict[int, TrialSummary] = {}
+        summaries = self._summaries
 
-        def settle(number: int, params: dict) -> None:
+        def settle(number: int, params: dict):
             trial, first = replay.trial(number, params)
             if first is not None:
                 if first not in outcomes:
@@ -78,9 +131,9 @@ def run_optuna(cfg: ExperimentConfig, run_dir: Path, train: TrainOne,
                 warn(f"optuna trial {number + 1}: {trial}; the study is told that it failed")
                 value = None
             else:
-                summary = train(trial, plan_trials(run_dir, [trial])[trial.name])
+                summary = yield trial
                 if summary is None:
-                    return  # it failed (named by the runner); left running, --resume retries it
+                    return  # it failed (named by the executor); left running, --resume retries
                 summaries[number] = summary
                 value = objective_value(summary, space)
                 told = [v for v in (*outcomes.values(), value) if v is not None]
@@ -95,7 +148,7 @@ def run_optuna(cfg: ExperimentConfig, run_dir: Path, train: TrainOne,
 
         for ft in study.get_trials(deepcopy=False):
             if ft.state == optuna.trial.TrialState.RUNNING:  # interrupted: train on, then tell
-                settle(ft.number, ft.params)
+                yield from settle(ft.number, ft.params)
                 continue
             trial, first = replay.trial(ft.number, ft.params)
             outcomes[ft.number] = ft.value if ft.state == optuna.trial.TrialState.COMPLETE else None
@@ -107,9 +160,22 @@ def run_optuna(cfg: ExperimentConfig, run_dir: Path, train: TrainOne,
         while (number := len(study.get_trials(deepcopy=False))) < space.num_trials:
             study.sampler = _sampler(optuna, space, number)
             asked = study.ask(distributions)
-            settle(asked.number, asked.params)
-        best = _best(optuna, study, replay, space)
-    return [summaries[n] for n in sorted(summaries)], best
+            yield from settle(asked.number, asked.params)
+        self._best = _best(optuna, study, replay, space)
+
+
+def run_optuna(cfg: ExperimentConfig, run_dir: Path, train: TrainOne,
+               note: Callable[[str], None] | None = None) -> tuple[list[TrialSummary], dict | None]:
+    """Run (or continue) the study of ``cfg`` in ``run_dir`` with :class:`OptunaSearch`,
+    training each asked trial with ``train`` (in this thread); returns (the summaries of its
+    distinct trials in the order proposed, the best trial ``{"trial", "number", "objective",
+    "direction", "value", "values"}`` or None)."""
+    search = OptunaSearch(cfg, run_dir, note=note)
+    while asked := search.ask():
+        for trial in asked:
+            search.tell(trial, train(trial, plan_trials(run_dir, [trial])[trial.name]))
+    result = search.result()
+    return list(result.summaries), result.extra["best"]
 
 
 def collect(run_dir: Path, cfg: ExperimentConfig) -> list[Trial]:
