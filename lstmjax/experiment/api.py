@@ -11,6 +11,7 @@ from lstmjax.experiment.progress import Reporter
 from lstmjax.experiment.report import write_report
 from lstmjax.experiment.rundir import RunError
 from lstmjax.experiment.schema import ExperimentConfig
+from lstmjax.experiment.sweep import expand
 
 __all__ = ["run", "TrialsFailed"]
 
@@ -50,6 +51,7 @@ def run(
     XLA compiled for the training (persistent-cache hits excluded) and the seconds spent in
     compile requests, summed over the devices' threads, and names the cache directory.
     """
+    trials = expand(cfg) if trials is None else trials  # once, for the training and the report
     cache_dir = enable(compile_cache)
     with CompileMeter() as meter:
         result = run_trials(cfg, out_dir, resume=resume, progress=progress,
@@ -58,7 +60,7 @@ def run(
     result["compile"] = {"programs": meter.compiles, "seconds": meter.seconds,
                          "cache": None if cache_dir is None else str(cache_dir)}
     if report and result["process"] == 0:  # with several processes, process 0 reports
-        result["report"] = write_report(result["run_dir"], plots=cfg.output.plots,
+        result["report"] = write_report(result["run_dir"], plots=cfg.output.plots, cfg=cfg,
                                         trials=trials)
     if result["failed"] and raise_failures:
         names = ", ".join(f"{f['trial']} ({f['error']})" for f in result["failed"][:3])

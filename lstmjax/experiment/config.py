@@ -43,13 +43,13 @@ from lstmjax.experiment.sweep import (
     Trial,
     axis_labels,
     base_raw,
-    expand,
     group_label,
     is_group,
     make_point,
     make_trial,
     points,
     swept_keys,
+    trials_of,
 )
 
 __all__ = [
@@ -359,16 +359,14 @@ def _check_frontier(cfg: ExperimentConfig) -> list[Trial]:
     if key in swept_keys(cfg) or key in cfg.sweep:
         raise ConfigError(f"frontier.key: {key} is also swept; the frontier searches it, "
                           f"remove sweep.{key}")
-    probe = cfg.model_copy(update={"sweep": {**cfg.sweep, key: [fc.start, fc.max]},
-                                   "frontier": None})
-    try:
-        _validate_trials(probe)
-    except ConfigError as e:
-        msg = str(e)
-        for i, (name, gap) in enumerate((("start", fc.start), ("max", fc.max))):
-            msg = msg.replace(f"sweep.{key}[{i}]:", f"frontier.{name}: {key}={gap}:")
-        raise ConfigError(msg) from None
-    return expand(cfg)
+    variants = list(points(cfg))  # the sweep, expanded once
+    base = base_raw(cfg)
+    ends = (("start", fc.start), ("max", fc.max))
+    probes = [make_point(base, 2 * i + j,
+                         {**v.picks, key: Pick(gap, f"frontier.{name}: {key}={gap}", None)})
+              for i, v in enumerate(variants) for j, (name, gap) in enumerate(ends)]
+    _check_points(cfg, probes, [], axis_labels(cfg, (key,)))  # each variant at both ends
+    return trials_of(cfg, variants)
 
 
 def _validate_trials(cfg: ExperimentConfig) -> list[Trial]:
@@ -379,15 +377,21 @@ def _validate_trials(cfg: ExperimentConfig) -> list[Trial]:
     if cfg.search.method == "random":
         base = base_raw(cfg)
         probes = [make_point(base, i, picks) for i, picks in enumerate(cfg.search.probes())]
+    return _check_points(cfg, pts, probes, axis_labels(cfg))
+
+
+def _check_points(cfg: ExperimentConfig, pts: list[Point], probes: list[Point],
+                  labels: dict[str, str]) -> list[Trial]:
+    """Check ``probes`` and then ``pts`` (names, options, each built once); returns the
+    trials of ``pts``."""
     for point in probes + pts:
         _check_names(cfg, point)
     _check_options(cfg, probes + pts)
     builder = _Builder()
     check = lambda p: builder.check(cfg, p)  # noqa: E731
-    labels = axis_labels(cfg)
     for point in probes:
         make_trial(point, check, labels, set())
-    return expand(cfg, validate=check)
+    return trials_of(cfg, pts, check)
 
 
 def _validate(raw: dict) -> ExperimentConfig:

@@ -61,18 +61,19 @@ RESULT_COLUMNS = [
 
 def write_report(
     run_dir: str | os.PathLike, *, plots: bool = True, out: str | os.PathLike | None = None,
-    trials=None,
+    cfg=None, trials=None,
 ) -> dict:
     """Write ``results.csv``, ``report.md`` and (if ``plots``) ``plots/`` for a run directory,
     into the run directory or, with ``out``, into another directory (e.g. for a read-only run).
 
     A trial whose files are damaged is skipped (named in a warning and in the report); the rest
     are reported. Returns ``{"table": headline markdown, "report": path, "results": path,
-    "plots": [paths], "damaged": [messages]}``. ``trials``: the expanded sweep of the run's
-    config, if the caller has it (``lj.experiment.run`` passes the trials it trained).
+    "plots": [paths], "damaged": [messages]}``. ``cfg`` and ``trials``: the run's config
+    and its expanded sweep, when the caller has them (``lj.experiment.run`` passes what it
+    trained); otherwise both are read from the run directory.
     """
     run_dir = Path(run_dir)
-    cfg, trials, found = _collect(run_dir, trials)
+    cfg, trials, found = _collect(run_dir, cfg, trials)
     fc = found.frontier
     dest = Path(os.path.expanduser(os.fspath(out))) if out is not None else run_dir
     _check_destination(run_dir, dest, out is not None)
@@ -226,9 +227,10 @@ def collect_with_columns(run_dir: Path):
     return cfg, trials, result_columns(cfg, found.keys)
 
 
-def _collect(run_dir: Path, trials=None):
+def _collect(run_dir: Path, cfg=None, trials=None):
     """(config, trial dicts, the :class:`~lstmjax.experiment.search.Replay` of the run)."""
-    cfg = load_run_config(run_dir)
+    if cfg is None or trials is None:
+        cfg, trials = load_run_config(run_dir), None
     found = search.replay(cfg, run_dir, trials)
     out = []
     for trial, _, damage in found.entries:

@@ -33,7 +33,8 @@ from lstmjax.experiment.schema import ExperimentConfig
 from lstmjax.experiment.space import Pick
 
 __all__ = [
-    "Trial", "Point", "expand", "points", "trial_name", "format_value", "swept_keys", "GAP_KEY",
+    "Trial", "Point", "expand", "points", "trials_of", "trial_name", "format_value", "swept_keys",
+    "GAP_KEY",
 ]  # fmt: skip
 
 GAP_KEY = "task.length"
@@ -164,10 +165,17 @@ def expand(
     ``validate(point)`` turns a point (options filtered) into its config; the default is the
     schema alone (``cfg`` was validated as a whole when it was loaded).
     """
+    return trials_of(cfg, points(cfg), validate)
+
+
+def trials_of(cfg: ExperimentConfig, pts,
+              validate: Callable[[Point], ExperimentConfig] | None = None) -> list[Trial]:
+    """The trials of ``pts``, points of ``cfg``'s sweep already generated (:func:`expand`
+    without generating them again)."""
     validate = validate or (lambda p: ExperimentConfig.model_validate(p.raw))
     labels = axis_labels(cfg)
     trials, seen = [], set()
-    for point in points(cfg):
+    for point in pts:
         trials.append(make_trial(point, validate, labels, seen))
     return trials
 
