@@ -391,7 +391,7 @@ def _check_points(cfg: ExperimentConfig, pts: list[Point], probes: list[Point],
     check = lambda p: builder.check(cfg, p)  # noqa: E731
     for point in probes:
         make_trial(point, check, labels, set())
-    return trials_of(cfg, pts, check)
+    return trials_of(cfg, pts, check, labels)
 
 
 def _validate(raw: dict) -> ExperimentConfig:

@@ -169,11 +169,13 @@ def expand(
 
 
 def trials_of(cfg: ExperimentConfig, pts,
-              validate: Callable[[Point], ExperimentConfig] | None = None) -> list[Trial]:
+              validate: Callable[[Point], ExperimentConfig] | None = None,
+              labels: dict[str, str] | None = None) -> list[Trial]:
     """The trials of ``pts``, points of ``cfg``'s sweep already generated (:func:`expand`
-    without generating them again)."""
+    without generating them again); ``labels``: of the keys in their names, if not the
+    sweep's (:func:`axis_labels`)."""
     validate = validate or (lambda p: ExperimentConfig.model_validate(p.raw))
-    labels = axis_labels(cfg)
+    labels = axis_labels(cfg) if labels is None else labels
     trials, seen = [], set()
     for point in pts:
         trials.append(make_trial(point, validate, labels, seen))
