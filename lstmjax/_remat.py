@@ -65,7 +65,7 @@ def segmented(project, loop, K: int, params, carry, xs_T, valid_T=None, reset_T=
       project: ``(params, xs [K, *B, D]) -> xp [K, *B, P]`` (``cell.project``).
       loop: a time-major loop with ``Cell.recur_scan``'s signature (including
         ``reset_carry``, which is passed only when there are resets).
-      carry: the initial carry, already in the loop's dtypes (``Cell._loop_carry``); a
+      carry: the initial carry, already in the loop's dtypes (``Cell.loop_carry``); a
         reset restores it in every segment.
       xs_T: ``[T, *B, D]``; ``valid_T``/``reset_T``: ``[T, *B]`` bools or None.
 

@@ -331,7 +331,7 @@ def _scan(cell, params, xs, carry, *, seq_lengths, resets, reverse, time_major, 
         # Segments hand the carry on: give it the loop's dtypes up front (a fixed point).
         xp_1 = jax.eval_shape(cell.project, params, xs_T[:1])
         out = _remat.segmented(cell.project, loop, _remat.segment_length(remat, T), params,
-                               cell._loop_carry(params, carry, xp_1), xs_T, valid_T, reset_T,
+                               cell.loop_carry(params, carry, xp_1), xs_T, valid_T, reset_T,
                                unroll=unroll, return_carries=return_carries)
     final, ys_T = out[0], out[1]
     carries_T = out[2] if return_carries else None
@@ -349,28 +349,30 @@ def _scan(cell, params, xs, carry, *, seq_lengths, resets, reverse, time_major, 
 
 def _scan_recurrent_dropout(cell, params, xs_T, carry, key, rate: float, *, make_loop,
                             loop_key, **kwargs):
-    """``scan`` (time-major) with ``h_{t-1}`` times a variational mask ``[*B, R]`` in ``h @ W_h``.
+    """``scan`` (time-major) with ``h_{t-1}`` times a variational mask ``[*B, R]`` in ``h @ W_h``
+    (``W_h``: ``params[cell.recurrent_weight]``; a vector, as IndRNN's ``u``, is elementwise).
 
     Each sequence gets its own ``diag(m) W_h``: the batch is vmapped so every
     sequence runs the loop ``make_loop(k)`` with batch shape ``(1,)`` and its own kernel
     (``k``: the sequence's own key from ``loop_key``, for zoneout; None if ``loop_key`` is).
     """
-    if "W_h" not in params:
+    name = cell.recurrent_weight  # "W_h" [R, G*H]; IndRNN's "u" [H] (elementwise)
+    if name not in params:
         raise ValueError(
-            f"recurrent_dropout needs a cell with a recurrent kernel params['W_h']; "
+            f"recurrent_dropout needs a cell with a recurrent kernel params[{name!r}]; "
             f"{type(cell).__name__} params have {sorted(params)}"
         )
     T, batch_shape = xs_T.shape[0], xs_T.shape[1:-1]
     N = math.prod(batch_shape)
     lengths, resets = kwargs.pop("seq_lengths"), kwargs.pop("resets")
-    W_h = params["W_h"]
+    W_h = params[name]
     mask = _dropout(key, rate, jnp.ones((*batch_shape, W_h.shape[0]), W_h.dtype))
 
     def per_example(a, axis):  # [.., *B, ..] -> [.., N, 1, ..] with N at ``axis``
         return a.reshape(a.shape[:axis] + (N, 1) + a.shape[axis + len(batch_shape) :])
 
     def one(m_R, xs_T1, carry1, lengths1, resets_T1, key1):
-        p = {**params, "W_h": W_h * m_R[:, None]}
+        p = {**params, name: W_h * (m_R if W_h.ndim == 1 else m_R[:, None])}
         return _scan(cell, p, xs_T1, carry1, seq_lengths=lengths1, resets=resets_T1,
                      time_major=True, return_carries=False, loop=make_loop(key1), **kwargs)
 
@@ -406,8 +408,8 @@ def _zoneout_loop(cell, rates, key, params, carry, xp_T, valid_T=None, reset_T=N
     and ``y`` is the zoned-out leaf ``cell.output_leaf`` (``h``). Leaves of rate 0 are not
     touched; resets and masks act as in ``Cell.reference_recur_scan``.
     """
-    carry = cell._loop_carry(params, carry, xp_T)
-    carry0 = carry if reset_carry is None else cell._loop_carry(params, reset_carry, xp_T)
+    carry = cell.loop_carry(params, carry, xp_T)
+    carry0 = carry if reset_carry is None else cell.loop_carry(params, reset_carry, xp_T)
     leaves0, treedef = jax.tree.flatten(carry0)
     keep_T = None
     if key is not None:

@@ -222,6 +222,10 @@ class Cell:
 
     # ---- the loop ------------------------------------------------------------------
     def _loop_carry(self, params: Params, carry: Carry, xp_T) -> Carry:
+        """The former name of :meth:`loop_carry` (kept for cells that call it)."""
+        return self.loop_carry(params, carry, xp_T)
+
+    def loop_carry(self, params: Params, carry: Carry, xp_T) -> Carry:
         """``carry`` cast to the dtypes ``recur`` returns for it (a loop's fixed point).
 
         ``initial_carry`` has the cell's ``dtype`` while ``recur`` computes in the dtype of
@@ -280,7 +284,7 @@ class Cell:
         pieces, each resetting to the sequence's initial carry: ``lj.scan(remat=K)``.)
         Returns ``(final_carry, ys [T, *B, H_out])``, plus every step's carry if
         ``return_carries``. The loop runs in the dtypes ``recur`` computes in
-        (:meth:`_loop_carry`).
+        (:meth:`loop_carry`).
         """
         carry = self._loop_carry(params, carry, xp_T)
         carry0 = carry if reset_carry is None else self._loop_carry(params, reset_carry, xp_T)

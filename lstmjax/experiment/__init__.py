@@ -6,11 +6,17 @@
     df = lj.experiment.load_results("runs/quickstart")              # pandas, one row per seed
 
 Modules, in the order data flows: ``schema`` (the config models), ``config`` (YAML, ``--set``
-overrides, one-pass validation), ``errors`` (one-line messages), ``sweep`` (trials),
-``space`` (a sweep's method and distributions: grid, random), ``search`` (the optuna study),
-``runner`` (training), ``summary`` (the per-trial record), ``rundir`` (the directory's files),
-``report`` (tables and plots), ``api`` (``run``: runner then report), ``loggers``
-(TensorBoard, W&B), ``results`` (DataFrames).
+overrides, one-pass validation), ``errors`` (one-line messages), ``space`` (a sweep's method and
+distributions: grid, random, optuna), ``sweep`` (the trials of a sweep, expanded once per
+command), ``search`` (what to train: the ``Search`` protocol -- grid, gap frontier, optuna
+study -- and ``replay``, the trials a run directory holds), ``frontier`` (the gap search's
+pure planning), ``resources`` (pre-flight: memory, dtypes), ``schedule`` (jobs and device
+placements), ``hosts`` (several processes), ``executor`` (the loop: ask, train, tell),
+``job`` (one compiled program), ``trial_run`` (one trial's files while it trains),
+``summary`` (the per-trial record), ``rundir`` (the directory's layout, files, lock and
+checkpoints), ``diagnose`` (gradient flow and gates), ``progress``, ``loggers`` (TensorBoard,
+W&B), ``report`` (tables and plots), ``api`` (``run``: executor then report), ``results``
+(DataFrames). ``runner`` is a deprecated alias of executor, job and trial_run.
 """
 
 from lstmjax.experiment import report  # the module; calling it is a deprecated alias

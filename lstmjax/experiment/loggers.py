@@ -37,7 +37,7 @@ from typing import Any
 
 from lstmjax.experiment.config import to_dict
 from lstmjax.experiment.errors import ConfigError, one_line
-from lstmjax.experiment.rundir import WANDB_DIR, warn
+from lstmjax.experiment.rundir import TENSORBOARD_DIR, WANDB_DIR, warn
 from lstmjax.experiment.schema import ExperimentConfig
 from lstmjax.experiment.sweep import Trial, format_value
 
@@ -46,7 +46,6 @@ __all__ = [
     "open_run", "metric_scalars", "diagnostic_scalars", "TENSORBOARD_DIR", "WANDB_DIR",
 ]  # fmt: skip
 
-TENSORBOARD_DIR = "tensorboard"
 
 # logger -> (the module it imports, the extra that installs it)
 PACKAGES = {"tensorboard": ("tensorboardX", "tensorboard"), "wandb": ("wandb", "wandb")}

@@ -17,7 +17,8 @@
   GIL while it compiles and executes, so two small programs on two CPU devices use two cores.
 
 The devices are the process's local devices; on CPU, ``lstmjax run`` splits the host into one
-device per core at program start (:func:`cpu_devices_flag`); a notebook does the same with
+device per core at program start (:func:`lstmjax.cli.split_cpu`, sized by
+:func:`default_cpu_devices`); a notebook does the same with
 ``jax.config.update("jax_num_cpu_devices", 2)`` before its first JAX call.
 """
 
