@@ -113,6 +113,58 @@ def test_report_and_runner_do_not_import_each_other():
     assert "lstmjax.experiment.report" not in graph["lstmjax.experiment.runner"]
 
 
+def _reaches(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for dep in graph.get(todo.pop(), ()):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
+
+
+TRAINING = {f"lstmjax.experiment.{m}" for m in ("executor", "job", "trial_run", "runner", "api")}
+
+
+def test_the_training_loop_points_one_way():
+    """cli -> api -> executor -> {job -> trial_run}, search, ...; search never reaches the
+    executor (nor job, trial_run), job never the executor, trial_run neither of them."""
+    graph = _import_graph()
+    for module in [m for m in graph if m.startswith("lstmjax.experiment.search")]:
+        assert not _reaches(graph, module) & TRAINING, module
+    assert "lstmjax.experiment.executor" not in _reaches(graph, "lstmjax.experiment.job")
+    assert not {"lstmjax.experiment.executor", "lstmjax.experiment.job"} & _reaches(
+        graph, "lstmjax.experiment.trial_run")
+    assert "lstmjax.experiment.job" in graph["lstmjax.experiment.executor"]
+    assert "lstmjax.experiment.search" in graph["lstmjax.experiment.executor"]
+    assert "lstmjax.experiment.executor" in graph["lstmjax.experiment.api"]
+    for reader in ("report", "diagnose", "resources"):  # they replay the search
+        assert not _reaches(graph, f"lstmjax.experiment.{reader}") & TRAINING, reader
+
+
+def test_only_config_and_search_read_the_search_method():
+    import re
+
+    allowed = {"config.py", "schema.py", "search/__init__.py"}
+    pattern = re.compile(r"search.method|cfg.frontier")
+    root = ROOT / "experiment"
+    found = [f"{p.relative_to(root)}:{i}" for p in sorted(root.rglob("*.py"))
+             if p.relative_to(root).as_posix() not in allowed
+             for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+             if pattern.search(line)]
+    assert found == []
+
+
+def test_experiment_modules_stay_small():
+    """No module of the experiment layer but the report exceeds 450 lines; runner.py is a
+    re-exporting shim."""
+    root = ROOT / "experiment"
+    sizes = {p.relative_to(root).as_posix(): len(p.read_text(encoding="utf-8").splitlines())
+             for p in root.rglob("*.py")}
+    assert {k: n for k, n in sizes.items() if n > 450 and k != "report.py"} == {}
+    assert sizes["runner.py"] < 60
+
+
 def test_experiment_report_is_a_module():
     import importlib
     import types

@@ -222,7 +222,7 @@ def parse(sweep: dict) -> SearchSpace:
             continue
         axes[key] = _axis(key, value, method)
     if method != "grid":
-        _check_search(method, settings, axes)
+        _check_method_settings(method, settings, axes)
     return SearchSpace(**settings, axes=axes)
 
 
@@ -256,7 +256,7 @@ def _setting(key: str, value: Any) -> Any:
     return value
 
 
-def _check_search(method: str, settings: dict, axes: dict[str, Axis]) -> None:
+def _check_method_settings(method: str, settings: dict, axes: dict[str, Axis]) -> None:
     if "num_trials" not in settings:
         raise ValueError(f"num_trials: required key missing (sweep.method {method} runs that "
                          "many trials)")
