@@ -43,6 +43,7 @@ from lstmjax.experiment.sweep import (
     Trial,
     axis_labels,
     base_raw,
+    check_names,
     expand,
     group_label,
     is_group,
@@ -361,7 +362,11 @@ def _check_frontier(cfg: ExperimentConfig) -> list[Trial]:
 def _validate_trials(cfg: ExperimentConfig) -> list[Trial]:
     """Every point of the sweep -- and, for a random search, first its probe points (every
     choice and both bounds of every range; an optuna search's points are its probe points)."""
-    pts = list(points(cfg))
+    try:
+        pts = list(points(cfg))
+    except ValueError as e:  # a random search that found too few distinct points
+        raise ConfigError(f"sweep.{e}") from None
+    check_names(cfg, pts)
     probes = []
     if cfg.search.method == "random":
         base = base_raw(cfg)
