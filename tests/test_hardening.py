@@ -536,7 +536,8 @@ def test_18_yaml_merge_keys_work(tmp_path):
         train: {<<: *defaults, steps: 30}
     """)
     # merge keys are read; the helper section `defaults` is then an unknown key, said in one line
-    with pytest.raises(ConfigError, match="^defaults: unknown key$"):
+    with pytest.raises(ConfigError, match="^defaults: unknown key; the config takes name, "
+                                          "description, task, model, train, sweep, [a-z, ]*$"):
         load_config(_write(tmp_path, text))
     cfg = load_config(_write(tmp_path, textwrap.dedent("""\
         name: merged
