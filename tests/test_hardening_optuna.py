@@ -241,3 +241,19 @@ def test_resume_after_optuna_db_deleted_recreates_the_study_from_finished_trials
                      s["per_seed"][0]["final_loss"]) for s in finished.values())
     assert [x for t in told for x in t] == pytest.approx([x for t in oracle for x in t])
     assert sorted(r["trial"] for r in _rows(out)) == sorted(finished)
+
+
+def test_resume_trains_on_a_told_trial_whose_summary_is_damaged(made, tmp_path, fake, capsys):
+    """The study was told the trial's value, but its summary.json is damaged: --resume trains
+    it on from its checkpoint (it used to stay out of the run's results for good)."""
+    config, out = _run(made, tmp_path)
+    finished = _finished(out)
+    damaged = sorted(finished)[1]
+    (out / damaged / SUMMARY_FILE).write_text('{"trial": ')
+    capsys.readouterr()
+    rc = cli.main(["run", str(config), "--out", str(out), "--resume", "--progress", "none"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "Traceback" not in err
+    assert fake.calls == [(damaged, "resume")]  # only it, from its checkpoint
+    assert _finished(out) == finished
+    assert sorted(r["trial"] for r in _rows(out)) == sorted(finished)

@@ -19,10 +19,12 @@ what the uninterrupted one would have.
 
 The study lives in ``RUN_DIR/optuna.db`` (optuna's RDB storage on SQLite: every ask and tell is
 a committed transaction). ``--resume`` continues it: finished trials are kept, a trial that was
-interrupted is trained on from its checkpoint and then told, and new trials are asked for until
-the study holds ``num_trials``. A point whose values equal an earlier trial's (rounded as
-:mod:`lstmjax.experiment.space` rounds them) gets that trial's result without training again; a
-point that does not make a valid trial is told as failed, with a warning.
+interrupted is trained on from its checkpoint and then told, a told trial whose ``summary.json``
+is gone or damaged is trained on from its checkpoint (the study keeps its value), and new
+trials are asked for until the study holds ``num_trials``. A point whose values equal an earlier
+trial's (rounded as :mod:`lstmjax.experiment.space` rounds them) gets that trial's result
+without training again; a point that does not make a valid trial is told as failed, with a
+warning.
 
 The study records the config it searches for (a user attribute). ``--resume`` refuses, before
 anything is written, an ``optuna.db`` that holds another study -- another config's, another
@@ -129,6 +131,10 @@ def run_optuna(cfg: ExperimentConfig, run_dir: Path, train: TrainOne,
             outcomes[ft.number] = ft.value if ft.state == optuna.trial.TrialState.COMPLETE else None
             if first is None and isinstance(trial, Trial):
                 summary = _finished(run_dir, trial)
+                if summary is None and ft.state == optuna.trial.TrialState.COMPLETE:
+                    # told, but its summary.json is gone or damaged: trained on (from its last
+                    # valid checkpoint, if any) -- plan_trials names the damage
+                    summary = train(trial, plan_trials(run_dir, [trial])[trial.name])
                 if summary is not None:
                     summaries[ft.number] = summary
         distributions = _distributions(optuna, space)
@@ -446,10 +452,10 @@ def _primitive(values) -> bool:
 
 
 def _finished(run_dir: Path, trial: Trial) -> TrialSummary | None:
+    """The trial's summary; None if unfinished or damaged (then it is trained on)."""
     try:
         return read_finished(run_dir / trial.name)
-    except RunError as e:
-        warn(f"{e}; trial {trial.name} is left out of the run's summaries")
+    except DamagedFile:
         return None
 
 
