@@ -117,6 +117,8 @@ def run_trials(
     data_parallel_placement(trials, chosen)  # batch sizes checked before anything is written
     searched = cfg.frontier is not None or cfg.search.method == "optuna"  # trials found as it goes
     plan = plan_run(run_dir, cfg, [] if searched else trials, resume)
+    if cfg.search.method == "optuna" and resume:
+        search.check_study(run_dir, cfg)  # another study's optuna.db: refused, nothing written
     hosts.meet("planned")  # every process checked the directory before any writes to it
     if not isinstance(progress, Reporter):
         progress = make_reporter(progress or cfg.output.progress)
