@@ -287,7 +287,7 @@ def _diagnose(args) -> int:
     if not os.path.isdir(args.run_dir):
         print(f"error: {args.run_dir}: no such run directory", file=sys.stderr)
         return 2
-    done = diagnose_run(args.run_dir)
+    done = diagnose_run(args.run_dir, progress="auto")  # a line per trial
     for message in done["skipped"]:
         print(f"warning: skipped {message}", file=sys.stderr)
     rep = experiment.write_report(args.run_dir)

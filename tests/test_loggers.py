@@ -57,6 +57,11 @@ def _event_files(logdir: Path) -> list[list]:
     return out
 
 
+# metrics.jsonl key -> logger tag, for the optimisation keys (every other key is eval/<key>)
+_TAGS = {"train_loss": "train/loss", "grad_norm": "train/grad_norm", "lr": "train/lr",
+         "updates": "train/updates", "diverged": "train/diverged"}
+
+
 def _scalars(logdir: Path) -> dict[tuple[str, int], list[float]]:
     """{(tag, step): values} as TensorBoard shows them: a SessionLog START at step s (a resumed
     writer's purge_step) hides the points at steps >= s written before it."""
@@ -175,14 +180,16 @@ def test_tensorboard_shows_each_metric_once_as_in_metrics_jsonl(resumed):
         files = _event_files(logdir)
         assert len(files) == 2  # the interrupted process's file and the resumed one's
         # the interrupted process had logged step 20 (after its checkpoint at 10) ...
-        assert any(v.tag == "loss" and e.step == 20 for e in files[0] for v in e.summary.value)
+        assert any(v.tag == "eval/loss" and e.step == 20 for e in files[0]
+                   for v in e.summary.value)
         # ... the resumed one purges from step 11 on, so step 20 shows once
         shown = _scalars(logdir)
         assert all(len(v) == 1 for v in shown.values()), shown
         mine = [m for m in lines if m["seed"] == seed]
-        expected = {(k, m["step"]): float(v) for m in mine for k, v in m.items()
-                    if k not in ("step", "seed") and v is not None}
-        got = {k: v[0] for k, v in shown.items() if not k[0].startswith("diagnostics/")}
+        expected = {(_TAGS.get(k, f"eval/{k}"), m["step"]): float(v) for m in mine
+                    for k, v in m.items() if k not in ("step", "seed") and v is not None}
+        assert all(k[0].split("/")[0] in ("train", "eval", "diag") for k in shown)
+        got = {k: v[0] for k, v in shown.items() if not k[0].startswith("diag/")}
         assert got.keys() == expected.keys()
         for key, value in expected.items():
             assert got[key] == pytest.approx(value, rel=1e-6), key
@@ -198,7 +205,7 @@ def test_tensorboard_has_diagnostics_and_hparams(resumed):
         logdir = out / "tensorboard" / "default" / f"seed-{seed}"
         shown = _scalars(logdir)
         gains = {step: v[0] for (tag, step), v in shown.items()
-                 if tag == "diagnostics/log10_gain_max_lag"}
+                 if tag == "diag/log10_gain_max_lag"}
         expected = {d["step"]: d["gradient_flow"]["log10_gain"][-1] for d in diag
                     if d["seed"] == seed}
         assert sorted(gains) == sorted(expected) == [0, 10, 20]
@@ -238,10 +245,11 @@ def test_wandb_offline_runs_hold_config_and_history(resumed):
     for m in lines:
         history = after[2] if m["step"] > 10 else before[2]
         row = history[m["step"]]
-        for key in ("loss", "accuracy", "train_loss", "grad_norm"):
-            assert row[f"seed-{m['seed']}/{key}"] == pytest.approx(m[key], rel=1e-6)
-        assert row[f"seed-{m['seed']}/solved"] == float(m["solved"])
-    assert "seed-0/diagnostics/log10_gain_max_lag" in after[2][20]
+        for key, name in (("loss", "eval/loss"), ("accuracy", "eval/accuracy"),
+                          ("train_loss", "train/loss"), ("grad_norm", "train/grad_norm")):
+            assert row[f"seed-{m['seed']}/{name}"] == pytest.approx(m[key], rel=1e-6)
+        assert row[f"seed-{m['seed']}/eval/solved"] == float(m["solved"])
+    assert "seed-0/diag/log10_gain_max_lag" in after[2][20]
     assert not list((out / "wandb").glob("latest-run"))  # no links besides wandb's own logs
 
 
@@ -296,15 +304,21 @@ def test_loggers_config():
 
 def test_scalars_of_records():
     line = {"step": 10, "seed": 1, "loss": 0.5, "solved": True, "accuracy": None, "updates": 10}
-    assert loggers.metric_scalars(line) == {"loss": 0.5, "solved": 1.0, "updates": 10.0}
+    assert loggers.metric_scalars(line) == {"eval/loss": 0.5, "eval/solved": 1.0,
+                                            "train/updates": 10.0}
+    train = {"step": 10, "seed": 0, "train_loss": 0.7, "grad_norm": 2.0, "lr": 0.01,
+             "diverged": False, "symbol_accuracy": 0.5}
+    assert loggers.metric_scalars(train) == {
+        "train/loss": 0.7, "train/grad_norm": 2.0, "train/lr": 0.01, "train/diverged": 0.0,
+        "eval/symbol_accuracy": 0.5}
     diag = {"step": 0, "seed": 0,
             "gradient_flow": {"lag": [0, 1, 2], "log10_gain": [0.0, -0.5, None]},
             "gates": {"gates": {"z": {"mean": 0.25, "frac_low": 0.0, "frac_high": 0.125}},
                       "keep_gate": "1-z", "timescale": {"median": 2.0}}}
     assert loggers.diagnostic_scalars(diag) == {
-        "diagnostics/gate_z_mean": 0.25, "diagnostics/gate_z_frac_low": 0.0,
-        "diagnostics/gate_z_frac_high": 0.125, "diagnostics/keep_gate_mean": 0.75,
-        "diagnostics/timescale_median": 2.0,
+        "diag/gate_z_mean": 0.25, "diag/gate_z_frac_low": 0.0,
+        "diag/gate_z_frac_high": 0.125, "diag/keep_gate_mean": 0.75,
+        "diag/timescale_median": 2.0,
     }  # the gain at the largest lag is non-finite (null): left out
 
 
@@ -357,5 +371,5 @@ def test_trials_open_at_once_log_into_their_own_runs(tmp_path):
             lines = [m for m in read_metrics(out / trial / "metrics.jsonl") if m["seed"] == seed]
             assert lines
             for m in lines:
-                assert points[("loss", m["step"])] == pytest.approx([m["loss"]], rel=1e-6)
-                assert points[("lr", m["step"])] == pytest.approx([m["lr"]], rel=1e-6)
+                assert points[("eval/loss", m["step"])] == pytest.approx([m["loss"]], rel=1e-6)
+                assert points[("train/lr", m["step"])] == pytest.approx([m["lr"]], rel=1e-6)

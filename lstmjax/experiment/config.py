@@ -43,6 +43,7 @@ from lstmjax.experiment.sweep import (
     Trial,
     axis_labels,
     base_raw,
+    check_names,
     group_label,
     is_group,
     make_point,
@@ -360,6 +361,7 @@ def _check_frontier(cfg: ExperimentConfig) -> list[Trial]:
         raise ConfigError(f"frontier.key: {key} is also swept; the frontier searches it, "
                           f"remove sweep.{key}")
     variants = list(points(cfg))  # the sweep, expanded once
+    check_names(cfg, variants, {key: fc.start})  # (probes differ only in the gap)
     base = base_raw(cfg)
     ends = (("start", fc.start), ("max", fc.max))
     probes = [make_point(base, 2 * i + j,
@@ -372,7 +374,11 @@ def _check_frontier(cfg: ExperimentConfig) -> list[Trial]:
 def _validate_trials(cfg: ExperimentConfig) -> list[Trial]:
     """Every point of the sweep -- and, for a random search, first its probe points (every
     choice and both bounds of every range; an optuna search's points are its probe points)."""
-    pts = list(points(cfg))
+    try:
+        pts = list(points(cfg))
+    except ValueError as e:  # a random search that found too few distinct points
+        raise ConfigError(f"sweep.{e}") from None
+    check_names(cfg, pts)
     probes = []
     if cfg.search.method == "random":
         base = base_raw(cfg)
@@ -471,7 +477,9 @@ def _check_sweep_key(key: str, values: list, path: str) -> None:
     fields = SECTIONS[section].model_fields
     if field not in fields:
         close = close_match(field, fields)
-        hint = f" (did you mean sweep.{section}.{close}?)" if close else ""
+        prefix = path[: len(path) - len(key)] if path.endswith(key) else "sweep."
+        hint = (f" (did you mean {prefix}{section}.{close}?)" if close else
+                f"; {section} takes {', '.join(fields)}")
         raise ConfigError(f"{path}: unknown key{hint}")
     if len(parts) > 2 and field != "options":
         raise ConfigError(f"{path}: {section}.{field} has no sub-keys")
@@ -498,13 +506,14 @@ def _check_names(cfg: ExperimentConfig, point: Point) -> None:
             f"task.name: unknown task {name!r}{did_you_mean(name, tasks.names())}; "
             f"choose from {', '.join(tasks.names())}"
         ))
-    known = sorted(k for k in tasks.parameters(name) if k != "length")
+    known = ["name", "length", *sorted(k for k in tasks.parameters(name)
+                                         if k not in ("name", "length"))]
     for key in task:
-        if key not in ("name", "length") and key not in known:
+        if key not in known:
             close = close_match(key, known)
             hint = f" (did you mean task.{close}?)" if close else ""
-            choices = f"; {name} takes {', '.join(known)}" if known else ""
-            raise _blame(cfg, point, f"task.{key}: unknown key{hint}{choices}")
+            raise _blame(cfg, point, f"task.{key}: unknown key{hint}; the task {name} takes "
+                                     f"{', '.join(known)}")
 
 
 def _check_options(cfg: ExperimentConfig, pts: list[Point]) -> None:
@@ -525,8 +534,11 @@ def _check_options(cfg: ExperimentConfig, pts: list[Point]) -> None:
             swept = path in cfg.sweep
             prefix = "sweep." if swept else ""
             if key not in known:
-                close = close_match(key, known)
+                owners = [n for n in cells.names() if key in cells.option_names(n)]
+                close = None if owners else close_match(key, known)
                 hint = f" (did you mean {prefix}model.options.{close}?)" if close else ""
+                if owners:
+                    hint = f" ({key} is an option of {', '.join(owners)})"
                 raise ConfigError(
                     f"{prefix}{path}: unknown option for {which}{hint}; "
                     f"valid options: {', '.join(known)}"

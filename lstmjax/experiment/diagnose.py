@@ -1,7 +1,8 @@
 """Diagnostics in experiments: gradient flow and gate statistics of a trial's trained cells,
 at initialisation and every ``diagnostics.every`` steps, written to ``<trial>/diagnostics.jsonl``
 (one line per evaluation step and seed), and post hoc from the checkpoints of a finished run
-(``lstmjax diagnose RUN_DIR``).
+(``lstmjax diagnose RUN_DIR``: it adds the steps a trial lacks -- at initialisation and at the
+newest checkpoint -- and keeps every recorded line).
 
 What is measured (:mod:`lstmjax.diagnostics`): the first layer's cell (forward direction) on a
 fixed batch of the trial's task -- ``diagnostics.batch_size`` sequences drawn from
@@ -16,12 +17,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lstmjax.experiment.progress import Reporter, make_reporter
 from lstmjax.experiment.rundir import (
     CHECKPOINT_DIR,
     DIAGNOSTICS_FILE,
     Checkpointer,
+    DamagedFile,
     load_run_config,
     read_diagnostics,
+    read_finished,
     write_diagnostics,
 )
 
@@ -82,38 +86,91 @@ class Diagnoser:
         return out
 
 
-def diagnose_run(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Compute the diagnostics of every finished trial from its checkpoints -- at
-    initialisation (rebuilt from the seeds) and at the trial's final checkpoint -- and write
-    each trial's ``diagnostics.jsonl``. Returns ``{"trials": [names], "skipped": [messages]}``."""
-    import jax
-    import jax.numpy as jnp
+def diagnose_run(run_dir: str | os.PathLike, progress: str | Reporter | None = None
+                 ) -> dict[str, Any]:
+    """Add to every finished trial's ``diagnostics.jsonl`` the diagnostics it lacks at
+    initialisation (rebuilt from the seeds) and at the trial's newest valid checkpoint.
 
+    Recorded lines (e.g. those written during training every ``diagnostics.every`` steps) are
+    kept as they are: a (step, seed) already recorded is neither recomputed nor duplicated, a
+    trial with nothing missing is not compiled at all, and each file is rewritten atomically
+    (with its lines in step order) as soon as its trial is done, so an interrupt loses at most
+    the trial in progress. ``progress`` (a mode of :func:`make_reporter` or a
+    :class:`Reporter`, default ``none``) gets one line per trial. Returns
+    ``{"trials": [names], "skipped": [messages], "new_lines": int}``."""
     from lstmjax.experiment import search
-    from lstmjax.train import make_trainer
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
-    done, skipped = [], []
-    for trial, summary, damage in search.replay(cfg, run_dir).entries:
-        tdir = run_dir / trial.name
-        if damage is not None:
-            skipped.append(damage)
-            continue
-        if summary is None:
-            skipped.append(f"{trial.name}: not finished")
-            continue
-        trainer = make_trainer(trial.cfg)
-        keys = jnp.stack([jax.random.PRNGKey(s) for s in trial.cfg.train.seeds])
-        lr = jnp.float32(trial.cfg.train.learning_rate)
-        state0 = jax.jit(jax.vmap(trainer.init, in_axes=(0, None)))(keys, lr)
-        diag = Diagnoser(trainer, trial.cfg)
-        lines = diag.lines(state0, 0)
-        step, state = Checkpointer(tdir / CHECKPOINT_DIR).restore_latest(state0)
-        if step is None:
-            skipped.append(f"{trial.name}: no valid checkpoint (initialisation only)")
-        elif step > 0:
-            lines += diag.lines(state, step)
-        write_diagnostics(tdir / DIAGNOSTICS_FILE, lines)
-        done.append(trial.name)
-    return {"trials": done, "skipped": skipped}
+    trials = search.replay(cfg, run_dir).trials  # (an unfinished one is skipped below)
+    reporter = progress if isinstance(progress, Reporter) else make_reporter(progress or "none")
+    done, skipped, added = [], [], 0
+    try:
+        for i, trial in enumerate(trials):
+            label = f"diagnose {i + 1}/{len(trials)} {trial.name}"
+            note = _diagnose_trial(run_dir / trial.name, trial)
+            if isinstance(note, str):
+                skipped.append(f"{trial.name}: {note}")
+                reporter.note(f"{label}: skipped (see the warnings)")
+                continue
+            new, unrestorable = note
+            added += new
+            done.append(trial.name)
+            steps = f"{new} new step{'s' if new != 1 else ''}" if new else "nothing new"
+            reporter.note(f"{label}: {steps}")
+            if unrestorable:
+                skipped.append(f"{trial.name}: no valid checkpoint (initialisation only)")
+    finally:
+        if not isinstance(progress, Reporter):
+            reporter.close()
+    return {"trials": done, "skipped": skipped, "new_lines": added}
+
+
+def _diagnose_trial(tdir: Path, trial) -> str | tuple[int, bool]:
+    """Complete one trial's diagnostics file; ``(new steps, no valid checkpoint)`` or why the
+    trial was skipped."""
+    import jax
+    import jax.numpy as jnp
+
+    from lstmjax.train import make_trainer
+
+    try:
+        summary = read_finished(tdir)
+    except DamagedFile as e:
+        return str(e)
+    if summary is None:
+        return "not finished"
+    path = tdir / DIAGNOSTICS_FILE
+    try:
+        have = read_diagnostics(path, strict=True)
+    except DamagedFile as e:  # rewriting it would drop the lines after the damage
+        return f"{e}; it is left as it is (move it away to diagnose the trial afresh)"
+    seeds = list(trial.cfg.train.seeds)
+    recorded = {(d["step"], d.get("seed")) for d in have}
+
+    def missing(step: int) -> bool:
+        return any((step, seed) not in recorded for seed in seeds)
+
+    checkpoints = Checkpointer(tdir / CHECKPOINT_DIR)
+    saved = checkpoints.steps()
+    if not missing(0) and (not saved or not missing(saved[0])):
+        # everything there already: nothing to compile
+        return 0, not saved and max((d["step"] for d in have), default=0) == 0
+    trainer = make_trainer(trial.cfg)
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+    lr = jnp.float32(trial.cfg.train.learning_rate)
+    state0 = jax.jit(jax.vmap(trainer.init, in_axes=(0, None)))(keys, lr)
+    diag = Diagnoser(trainer, trial.cfg)
+    new = []
+    if missing(0):
+        new.append(diag.lines(state0, 0))
+    step, state = (None, None) if not saved else checkpoints.restore_latest(state0)
+    if step is not None and step > 0 and missing(step):
+        new.append(diag.lines(state, step))
+    new_lines = [d for lines in new for d in lines if (d["step"], d["seed"]) not in recorded]
+    if new_lines:
+        order = {seed: i for i, seed in enumerate(seeds)}
+        merged = sorted(have + new_lines,  # stable: recorded lines keep their order in a step
+                        key=lambda d: (d["step"], order.get(d.get("seed"), len(order))))
+        write_diagnostics(path, merged)
+    return len(new), step is None

@@ -73,7 +73,9 @@ def format_validation_error(err: dict, fields_at) -> str:
         close = close_match(str(loc[-1]), fields_at(loc[:-1]))
         parent = ".".join(str(p) for p in loc[:-1])
         full = f"{parent}.{close}" if parent and close else close
-        hint = f" (did you mean {full}?)" if close else ""
+        known = fields_at(loc[:-1])
+        hint = (f" (did you mean {full}?)" if close else
+                f"; {parent or 'the config'} takes {', '.join(known)}" if known else "")
         return f"{path}: unknown key{hint}"
     if kind == "missing":
         return f"{path}: required key missing"

@@ -6,11 +6,13 @@
 whatever is listed; the other loggers are :class:`Sink`\\ s fed the same records:
 
 * ``tensorboard`` (``pip install 'lstmjax[tensorboard]'``, tensorboardX, no TensorFlow): one run
-  per trial and seed, ``RUN_DIR/tensorboard/<trial>/seed-<s>/``, tags = the metrics.jsonl keys
-  (``loss``, ``accuracy``, ``train_loss``, ...) and ``diagnostics/...``, with the trial's
-  hyperparameters for the HPARAMS tab: ``tensorboard --logdir RUN_DIR/tensorboard``.
+  per trial and seed, ``RUN_DIR/tensorboard/<trial>/seed-<s>/``, tags namespaced as TensorBoard
+  users expect (:func:`tag`): ``train/...`` (``train/loss``, ``train/grad_norm``, ``train/lr``,
+  ``train/updates``, ``train/diverged``), ``eval/...`` (``eval/loss``, ``eval/accuracy``,
+  ``eval/loss_vs_chance``, ``eval/solved`` and the task's extras) and ``diag/...``, with the
+  trial's hyperparameters for the HPARAMS tab: ``tensorboard --logdir RUN_DIR/tensorboard``.
 * ``wandb`` (``pip install 'lstmjax[wandb]'``): one W&B run per trial (name: the trial, group:
-  ``output.wandb.group`` or the experiment name), keys ``seed-<s>/<metric>``, the trial's config
+  ``output.wandb.group`` or the experiment name), keys ``seed-<s>/<tag>``, the trial's config
   recorded. Offline unless ``output.wandb: {mode: online, project: ...}``; the offline runs are
   in ``RUN_DIR/wandb/`` (upload them with ``wandb sync RUN_DIR/wandb/offline-run-*``).
 
@@ -71,14 +73,28 @@ class Sink:
         """The run ends (normally or not): flush and release everything."""
 
 
+# metrics.jsonl keys that describe the optimisation, not the evaluation batch
+TRAIN_KEYS = ("grad_norm", "lr", "updates", "diverged")
+
+
+def tag(key: str) -> str:
+    """The logger tag of a metrics.jsonl key: ``train_loss`` -> ``train/loss``, the other
+    optimisation keys (:data:`TRAIN_KEYS`) -> ``train/<key>``, every evaluation metric ->
+    ``eval/<key>``."""
+    if key.startswith("train_"):
+        return "train/" + key.removeprefix("train_")
+    return ("train/" if key in TRAIN_KEYS else "eval/") + key
+
+
 def metric_scalars(line: dict) -> dict[str, float]:
-    """The numbers of one metrics.jsonl line (flags as 0/1; missing or non-finite left out)."""
-    return {k: float(v) for k, v in line.items()
+    """The numbers of one metrics.jsonl line under their tags (:func:`tag`; flags as 0/1;
+    missing or non-finite values left out)."""
+    return {tag(k): float(v) for k, v in line.items()
             if k not in ("step", "seed") and _finite(v)}
 
 
 def diagnostic_scalars(line: dict) -> dict[str, float]:
-    """A few numbers from one diagnostics.jsonl line: ``diagnostics/log10_gain_max_lag`` (the
+    """A few numbers from one diagnostics.jsonl line: ``diag/log10_gain_max_lag`` (the
     gradient flow's log10 gain at the largest lag), each gate's ``mean``, ``frac_low`` and
     ``frac_high``, the keep gate's mean and the median memory time-scale τ."""
     out: dict[str, float] = {}
@@ -87,21 +103,21 @@ def diagnostic_scalars(line: dict) -> dict[str, float]:
     if lag and len(gain) == len(lag):
         g = gain[max(range(len(lag)), key=lambda i: lag[i])]
         if _finite(g):
-            out["diagnostics/log10_gain_max_lag"] = float(g)
+            out["diag/log10_gain_max_lag"] = float(g)
     gates = line.get("gates") or {}
     for name, stats in (gates.get("gates") or {}).items():
         for key in ("mean", "frac_low", "frac_high"):
             if _finite(stats.get(key)):
-                out[f"diagnostics/gate_{name}_{key}"] = float(stats[key])
+                out[f"diag/gate_{name}_{key}"] = float(stats[key])
     keep = gates.get("keep_gate")
     if keep:
         inverted = keep.startswith("1-")
         mean = (gates.get("gates") or {}).get(keep.removeprefix("1-"), {}).get("mean")
         if _finite(mean):
-            out["diagnostics/keep_gate_mean"] = 1.0 - mean if inverted else float(mean)
+            out["diag/keep_gate_mean"] = 1.0 - mean if inverted else float(mean)
     tau = (gates.get("timescale") or {}).get("median")
     if _finite(tau):
-        out["diagnostics/timescale_median"] = float(tau)
+        out["diag/timescale_median"] = float(tau)
     return out
 
 
@@ -230,7 +246,8 @@ def _hparams(trial: Trial, seed: int) -> dict[str, Any]:
 
 
 # metrics the HPARAMS tab shows per run (the tags of the same name)
-HPARAM_METRICS = ("loss", "loss_vs_chance", "accuracy", "solved", "train_loss")
+HPARAM_METRICS = ("eval/loss", "eval/loss_vs_chance", "eval/accuracy", "eval/solved",
+                  "train/loss")
 
 
 class TensorBoardSink(Sink):

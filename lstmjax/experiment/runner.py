@@ -3,7 +3,8 @@
 * :mod:`lstmjax.experiment.executor` -- ``run_trials`` (the loop over a search, the devices);
 * :mod:`lstmjax.experiment.job` -- ``compile_job``, ``compile_trial``, ``run_trial``,
   ``seeds_in_one_program`` (one compiled program and its chunk loop);
-* :mod:`lstmjax.experiment.trial_run` -- ``evaluate_lengths`` (one trial's files);
+* :mod:`lstmjax.experiment.trial_run` -- ``evaluate_lengths``, ``length_eval_program`` (one
+  trial's files and its length evaluation);
 * :mod:`lstmjax.experiment.resources` -- ``check_dtypes``, ``needs_x64`` (pre-flight);
 * :mod:`lstmjax.experiment.search` -- ``share`` (a process's share of a grid).
 """
@@ -20,9 +21,10 @@ from lstmjax.experiment.job import (
 )
 from lstmjax.experiment.resources import check_dtypes, needs_x64
 from lstmjax.experiment.search import share
-from lstmjax.experiment.trial_run import evaluate_lengths
+from lstmjax.experiment.trial_run import evaluate_lengths, length_eval_program
 
 __all__ = [
     "run_trials", "run_trial", "compile_trial", "compile_job", "seeds_in_one_program",
-    "check_dtypes", "needs_x64", "CompiledTrial", "evaluate_lengths", "share",
+    "check_dtypes", "needs_x64", "CompiledTrial", "evaluate_lengths", "length_eval_program",
+    "share",
 ]  # fmt: skip

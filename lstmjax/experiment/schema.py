@@ -46,14 +46,16 @@ Defaults shown; only ``task.name`` is required::
       batch_learning_rates: true  # trials differing only in learning_rate: one program
       data_parallel: false     # each trial's batch sharded over all devices, trials in turn
       seeds: 1                 # a count (seeds 0..n-1) or a list of seeds
-    sweep: {}                  # dotted key -> list of values; the cartesian product. A key
+    sweep: {}                  # dotted key -> list of values; the cartesian product, at most
+                               # 100000 trials (space.MAX_TRIALS, checked before expanding). A key
                                # without a dot is a grouped axis: each value is a mapping of
                                # dotted keys set together (and an optional `name`), e.g.
                                # {variant: [{name: slow-rnn, model.cell: rnn,
                                #             train.learning_rate: 1.0e-3}, ...]}
       method: grid             # grid | random | optuna (reserved keys of the sweep:
                                # method, num_trials, seed, objective, direction)
-      num_trials: null         # random, optuna: how many trials (required)
+      num_trials: null         # random, optuna: how many trials (required, at most 100000;
+                               # random: no more than its rounded ranges can give distinct)
       seed: 0                  # random, optuna: the sampler's seed
       objective: null          # optuna (required): solved_fraction, solved_seeds,
                                # median_steps_to_solve, median_final_loss, diverged_seeds,

@@ -25,6 +25,12 @@ trials of a shorter one). Numbers drawn from ``uniform``/``loguniform`` are roun
 the same. Every value is validated like a grid value: each choice, and both bounds of each range
 (the *probe points*, :meth:`SearchSpace.probes`), plus, for random search, every point drawn.
 
+Limits: a grid has at most :data:`MAX_TRIALS` (100000) points -- the product of its axes'
+lengths, checked before anything is expanded -- and ``num_trials`` is at most that too. A random
+search whose ranges cannot give ``num_trials`` distinct points once rounded (``uniform: [1.0,
+1.0001]`` holds one 4-digit number) is refused up front (:meth:`Axis.distinct`), as is a
+``uniform`` range whose width overflows float64 or an ``int`` range beyond int64.
+
 This module is a leaf (pure functions of the sweep mapping); the optuna driver is
 :mod:`lstmjax.experiment.search`.
 """
@@ -60,7 +66,8 @@ OBJECTIVES = {
 }
 DIRECTIONS = ("maximize", "minimize")
 DIGITS = 4  # significant digits of a number drawn from a continuous range
-MAX_TRIALS = 100_000
+MAX_TRIALS = 100_000  # points of a grid, num_trials of a random or optuna search
+_INT64 = 2**63
 MAX_PROBES = 256  # more probe points than this: one axis varied at a time
 _SEED_LIMIT = 2**32
 
@@ -113,6 +120,24 @@ class Axis:
             return self.values[1] - self.values[0] + 1
         return None
 
+    def distinct(self, draws: int) -> float:
+        """An upper bound on the expected number of distinct values ``draws`` draws give:
+        ``sum(min(1, p * draws))`` over the values, ``p`` the chance of drawing each (a range's
+        values are the numbers of :data:`DIGITS` significant digits in it, plus its bounds,
+        where rounding may clamp a draw)."""
+        if self.kind != "uniform" and self.kind != "loguniform":
+            return float(min(self.size(), draws))
+        low, high = self.values
+        if self.kind == "loguniform":
+            cells = _log_cells(low, high, draws)
+        else:
+            cells = sum(_uniform_cells(a, b, high - low, draws)
+                        for a, b in ((max(low, 0.0), high), (max(-high, 0.0), -low)) if a < b)
+        # a draw that rounds outside the range is clamped to the bound: one more value each
+        rounded = float(f"{low:.{DIGITS - 1}e}"), float(f"{high:.{DIGITS - 1}e}")
+        cells += (rounded[0] < low) + (rounded[1] > high)
+        return min(cells, float(draws))
+
     def draw(self, rng) -> Pick:
         """A value drawn with the NumPy Generator ``rng``."""
         if self.is_choice:
@@ -125,6 +150,54 @@ class Axis:
         else:
             x = float(rng.uniform(low, high))
         return Pick(round_value(x, low, high), self.where, None)
+
+
+def _decades(a: float, b: float) -> Iterator[tuple[int, float, float]]:
+    """``(e, lo, hi)``: the part ``[lo, hi]`` of ``[a, b]`` (``0 <= a < b``) in each decade
+    ``[10^e, 10^(e+1))``, from the top down (for ``a == 0``, down to the smallest float)."""
+    e = math.floor(math.log10(b))
+    bottom = math.floor(math.log10(a)) if a > 0 else -324
+    while e >= bottom:
+        lo, hi = max(a, 10.0**e), min(b, 10.0 ** (e + 1) if e < 308 else math.inf)
+        if lo <= hi:
+            yield e, lo, hi
+        e -= 1
+
+
+def _uniform_cells(a: float, b: float, width: float, draws: int) -> float:
+    """``sum(min(1, p * draws))`` over the rounded numbers in ``[a, b]`` (``0 <= a < b``) for a
+    uniform draw over a range ``width`` wide: in decade ``e`` the numbers are ``10^(e-3)``
+    apart, each drawn with chance ``10^(e-3) / width``."""
+    total = 0.0
+    for e, lo, hi in _decades(a, b):
+        step = max(10.0 ** (e - DIGITS + 1), 5e-324)
+        top = hi == 10.0 ** (e + 1)  # the decade's top is the next decade's first number
+        cells = max(0, math.floor(hi / step * (1 + 1e-12)) - math.ceil(lo / step * (1 - 1e-12))
+                    + 1 - top)
+        total += cells * min(1.0, step / width * draws)
+        if lo / width * draws < 1e-3:  # what lies below can add at most this much
+            return total + lo / width * draws
+    return total
+
+
+def _log_cells(a: float, b: float, draws: int) -> float:
+    """``sum(min(1, p * draws))`` over the rounded numbers in ``[a, b]`` (``0 < a < b``) for a
+    log-uniform draw: the number with mantissa ``m`` is drawn with chance about
+    ``10^(1-DIGITS) / (m * ln(b/a))``; summed over mantissas as an integral (plus one per
+    decade, for the edges)."""
+    per = 10 ** (DIGITS - 1)  # numbers per unit of mantissa
+    c = draws / (per * (math.log(b) - math.log(a)))  # min(1, c / m) per number of mantissa m
+    total = 0.0
+    for e, lo, hi in _decades(a, b):
+        u, w = 10.0 ** (math.log10(lo) - e), min(10.0 ** (math.log10(hi) - e), 10.0)
+        if c >= w:
+            total += per * (w - u)
+        elif c <= u:
+            total += per * c * math.log(w / u)
+        else:
+            total += per * (c - u) + per * c * math.log(w / c)
+        total += 1
+    return total
 
 
 def round_value(x: float, low: float, high: float) -> float:
@@ -164,7 +237,8 @@ class SearchSpace:
                 if len(out) == self.num_trials:
                     return out
         raise ValueError(f"num_trials: could not draw {self.num_trials} distinct points "
-                         f"(only {len(out)} in {100 * self.num_trials + 1000} draws)")
+                         f"(only {len(out)} in {100 * self.num_trials + 1000} draws); lower "
+                         "sweep.num_trials or widen the ranges")
 
     def probes(self) -> list[dict[str, Pick]]:
         """The probe points: every combination of every axis's choices and bounds -- or, when
@@ -223,7 +297,21 @@ def parse(sweep: dict) -> SearchSpace:
         axes[key] = _axis(key, value, method)
     if method != "grid":
         _check_method_settings(method, settings, axes)
+    else:
+        _check_grid(axes)
     return SearchSpace(**settings, axes=axes)
+
+
+def _check_grid(axes: dict[str, Axis]) -> None:
+    """A grid's size is the product of its axes' lengths, computed before anything is
+    expanded: more than :data:`MAX_TRIALS` points is refused."""
+    size = math.prod(len(a.values) for a in axes.values())
+    if size > MAX_TRIALS:
+        lengths = " x ".join(str(len(a.values)) for a in axes.values())
+        raise ValueError(
+            f"a grid of {size} trials ({lengths} values) is more than the limit of "
+            f"{MAX_TRIALS} trials; sweep fewer values, or sample the grid with method random "
+            "and num_trials")
 
 
 def _reserved(key: str) -> None:
@@ -272,6 +360,28 @@ def _check_method_settings(method: str, settings: dict, axes: dict[str, Axis]) -
     if size is not None and size < settings["num_trials"]:
         raise ValueError(f"num_trials: {settings['num_trials']} is more than the {size} "
                          "distinct points of the search space (sweep.method grid runs them all)")
+    if method == "random" and size is None:
+        _check_drawable(settings["num_trials"], axes)
+
+
+def _check_drawable(num_trials: int, axes: dict[str, Axis]) -> None:
+    """Random search draws until it has ``num_trials`` distinct points, at most
+    ``100 * num_trials + 1000`` draws: refuse up front a space whose rounded ranges cannot give
+    that many (:meth:`Axis.distinct` bounds what those draws can find)."""
+    draws = 100 * num_trials + 1000
+    found = {k: a.distinct(draws) for k, a in axes.items()}
+    if math.prod(found.values()) >= num_trials:
+        return
+    key = min((k for k, a in axes.items() if not a.is_choice and a.kind != "int"),
+              key=found.get)
+    axis = axes[key]
+    low, high = axis.values
+    total = f" (about {math.prod(found.values()):.0f} points in all)" if len(axes) > 1 else ""
+    raise ValueError(
+        f"num_trials: {num_trials} distinct points cannot be drawn: draws are rounded to "
+        f"{DIGITS} significant digits, and {axis.where} [{low!r}, {high!r}] gives about "
+        f"{found[key]:.0f} distinct value{'' if round(found[key]) == 1 else 's'}{total}; widen "
+        "its range or lower num_trials")
 
 
 def _axis(key: str, value: Any, method: str) -> Axis:
@@ -347,10 +457,16 @@ def _bounds(path: str, name: str, low: Any, high: Any) -> tuple:
         if name == "int":
             if isinstance(b, bool) or not isinstance(b, int):
                 raise ValueError(f"{path}: int bounds must be integers, got [{low!r}, {high!r}]")
+            if not -_INT64 <= b < _INT64:
+                raise ValueError(f"{path}: int bounds must fit in 64 bits (-2^63 to 2^63-1), "
+                                 f"got [{low!r}, {high!r}]; narrow the range")
         elif isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b):
             raise ValueError(f"{path}: bounds must be finite numbers, got [{low!r}, {high!r}]")
     if low >= high:
         raise ValueError(f"{path}: low {low!r} must be smaller than high {high!r}")
     if name == "loguniform" and low <= 0:
         raise ValueError(f"{path}: low must be > 0 on a log scale, got {low!r}")
+    if name == "uniform" and not math.isfinite(float(high) - float(low)):
+        raise ValueError(f"{path}: the range [{low!r}, {high!r}] is too wide to draw from (high "
+                         "- low overflows float64); narrow it so high - low is below 1.7e308")
     return (low, high) if name == "int" else (float(low), float(high))

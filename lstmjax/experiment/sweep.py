@@ -7,7 +7,9 @@ keys share a last component)::
     sweep: {model.cell: [rnn, lstm], task.length: [25, 50]}
     -> cell-rnn__length-25, cell-rnn__length-50, cell-lstm__length-25, cell-lstm__length-50
 
-With no sweep the single trial is called ``default``. A name longer than 120 characters is cut
+Two values that give the same name (``a/b`` and ``a-b``; ``0.1`` and ``"0.1"``) would share a
+directory: :func:`check_names` refuses them when the config is loaded. With no sweep the single
+trial is called ``default``. A name longer than 120 characters is cut
 to its first 100 and a hash of the whole (``…__h1a2b3c4d5e``): directory names stay well within
 the 255-byte limit, and the full values are in the trial's ``config.yaml`` and ``summary.json``.
 Each trial's ``model.options`` keep only the options its cell takes
@@ -29,12 +31,13 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from lstmjax.experiment.errors import ConfigError
 from lstmjax.experiment.schema import ExperimentConfig
 from lstmjax.experiment.space import Pick
 
 __all__ = [
     "Trial", "Point", "expand", "points", "trials_of", "trial_name", "format_value", "swept_keys",
-    "GAP_KEY",
+    "GAP_KEY", "check_names",
 ]  # fmt: skip
 
 GAP_KEY = "task.length"
@@ -229,6 +232,54 @@ def trial_name(values: dict[str, Any], labels: dict[str, str] | None = None) -> 
         digest = hashlib.sha1(name.encode()).hexdigest()[:10]
         name = f"{name[:100]}__h{digest}"
     return name
+
+
+def check_names(cfg: ExperimentConfig, pts: list[Point] = (),
+                extra: dict[str, Any] | None = None) -> None:
+    """Refuse two values that would share a trial directory: first two values of one list or
+    choice axis that print alike in a trial name (shown with the other axes at their first
+    values), then two of ``pts`` whose trial names are the same. ``extra``: keys set on every
+    trial beside the sweep (a frontier's gap). Raises a one-line :class:`ConfigError`."""
+    extra = extra or {}
+    labels = axis_labels(cfg, tuple(extra))
+    axes = cfg.search.axes
+    firsts = {k: group_label(a.probes()[0].value) for k, a in axes.items()}
+    for key, axis in axes.items():
+        first: dict[str, Pick] = {}
+        for i in range(len(axis.values) if axis.is_choice else 0):
+            pick = axis.pick(i)
+            part = trial_name({key: group_label(pick.value)}, labels)
+            if part in first:
+                a, b = group_label(first[part].value), group_label(pick.value)
+                name = trial_name({**firsts, key: b, **extra}, labels)
+                raise ConfigError(_clash(f"sweep.{key}", f"{a!r} ({first[part].where})",
+                                         f"{b!r} ({pick.where})", name, a, b))
+            first[part] = pick
+    seen: dict[str, Point] = {}
+    for point in pts:
+        name = trial_name({**point.values, **extra}, labels)
+        other = seen.setdefault(name, point)
+        if other is point:
+            continue
+        keys = [k for k in point.values
+                if (other.positions.get(k), other.values[k], type(other.values[k]))
+                != (point.positions.get(k), point.values[k], type(point.values[k]))]
+        if len(keys) == 1:
+            (k,) = keys
+            a, b = other.values[k], point.values[k]
+            raise ConfigError(_clash(f"sweep.{k}", repr(a), repr(b), name, a, b))
+        a, b = ("{" + ", ".join(f"{k}={p.values[k]!r}" for k in keys) + "}"
+                for p in (other, point))
+        raise ConfigError(_clash("sweep", a, b, name, None, None))
+
+
+def _clash(path: str, a: str, b: str, name: str, va: Any, vb: Any) -> str:
+    why = ""
+    if va is not None and not isinstance(va, dict) and not isinstance(vb, dict):
+        why = (" (they print alike)" if format_value(va) == format_value(vb) else
+               " (characters other than letters, digits and _.+=,- become -)")
+    return (f"{path}: {a} and {b} both map to the trial directory name {name!r}{why}; "
+            "rename or change one of them")
 
 
 def variant_label(values: dict[str, Any], cfg: ExperimentConfig) -> str:

@@ -46,7 +46,7 @@ from lstmjax.experiment.schema import ExperimentConfig
 from lstmjax.experiment.summary import SeedResult, TrialSummary
 from lstmjax.experiment.sweep import Trial
 
-__all__ = ["TrialRun", "read_back", "evaluate_lengths"]
+__all__ = ["TrialRun", "read_back", "evaluate_lengths", "length_eval_program"]
 
 
 def read_back(trial: Trial, trial_dir: Path, reporter: Reporter, count: int
@@ -193,27 +193,36 @@ def evaluate_lengths(trainer, cfg: ExperimentConfig, state) -> list[dict]:
     import jax
     import numpy as np
 
-    from lstmjax import tasks
-    from lstmjax._util import hashable
-
-    batch_size = cfg.eval.batch_size or cfg.train.eval_batch_size
     out = []
     for length in cfg.eval.lengths:
-        task = tasks.make(cfg.task.name, length=length, **hashable(cfg.task.params))
-
-        def one(params, key, task=task):
-            sample = getattr(task, "sample_eval", task.sample)
-            batch = sample(jax.random.fold_in(key, 4), batch_size)
-            outputs = trainer.model.apply(params, batch.inputs, batch.lengths, None, True)
-            return task.evaluate(outputs, batch)
-
-        metrics = jax.device_get(jax.jit(jax.vmap(one))(state.params, state.key))
+        program = length_eval_program(trainer, cfg, length)
+        metrics = jax.device_get(program(state.params, state.key))
         entry = {"length": length, "trained": length == cfg.task.length}
         for name in ("loss", "loss_vs_chance", "accuracy", "solved"):
             values = np.asarray(metrics[name])
             entry[name] = [bool(v) if name == "solved" else float(v) for v in values]
         out.append(entry)
     return out
+
+
+def length_eval_program(trainer, cfg: ExperimentConfig, length: int):
+    """The jitted program of :func:`evaluate_lengths` at one length: ``(params, keys) ->
+    metrics`` over the seed axis."""
+    import jax
+
+    from lstmjax import tasks
+    from lstmjax._util import hashable
+
+    batch_size = cfg.eval.batch_size or cfg.train.eval_batch_size
+    task = tasks.make(cfg.task.name, length=length, **hashable(cfg.task.params))
+
+    def one(params, key):
+        sample = getattr(task, "sample_eval", task.sample)
+        batch = sample(jax.random.fold_in(key, 4), batch_size)
+        outputs = trainer.model.apply(params, batch.inputs, batch.lengths, None, True)
+        return task.evaluate(outputs, batch)
+
+    return jax.jit(jax.vmap(one))
 
 
 def _missing_evaluations(lines: list[dict], step: int, every: int) -> int:

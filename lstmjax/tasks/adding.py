@@ -14,6 +14,8 @@ from lstmjax.tasks.base import (
     at_last_step,
     check_float,
     check_int,
+    first_step,
+    last_scored_step,
 )
 
 
@@ -39,6 +41,10 @@ class _RegressionTask(Task):
     def correct(self, outputs, batch: Batch):
         self._check_outputs(outputs, batch)
         return self.final_error(outputs, batch) < self.tolerance
+
+    def dependency_lags(self, batch: Batch):
+        """From the first marked value (marker channel 1.0) to the target at the last step."""
+        return last_scored_step(batch.mask) - first_step(batch.inputs[..., 1] == 1.0)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ static argument to ``jax.jit``) whose methods are pure functions:
 * ``sample_eval(key, batch_size) -> Batch`` draws an evaluation batch (the same as
   ``sample`` unless the task has a held-out test split, e.g. ``digits``);
 * ``loss(outputs, batch)`` is the training loss;
-* ``evaluate(outputs, batch)`` returns metrics including the paper's ``solved``.
+* ``evaluate(outputs, batch)`` returns metrics including the paper's ``solved``;
+* ``dependency_lags(batch)`` says, per sequence, how far back the information its scored
+  outputs need lies (the gap a cell has to bridge).
 
 Shapes (``B`` batch, ``T = task.seq_len``, ``D = task.input_size``,
 ``C = task.output_size``)::
@@ -97,6 +99,19 @@ def check_choice(task: str, name: str, value, choices: tuple[str, ...]) -> str:
     return value
 
 
+def last_scored_step(mask_BT):
+    """Int32 [B]: the index of each sequence's last step with ``mask > 0`` (-1 if none)."""
+    t_T = jnp.arange(mask_BT.shape[1], dtype=jnp.int32)
+    return jnp.max(jnp.where(mask_BT > 0, t_T, -1), axis=1).astype(jnp.int32)
+
+
+def first_step(flag_BT):
+    """Int32 [B]: the index of each sequence's first step where ``flag`` holds (T if none)."""
+    T = flag_BT.shape[1]
+    return jnp.min(jnp.where(flag_BT, jnp.arange(T, dtype=jnp.int32), T), axis=1).astype(
+        jnp.int32)
+
+
 def at_last_step(x_BT, lengths_B):
     """``x[b, lengths[b] - 1]`` for every b; ``x`` has shape [B, T, ...]."""
     idx = (lengths_B - 1).reshape((-1,) + (1,) * (x_BT.ndim - 1))
@@ -181,6 +196,19 @@ class Task:
 
     def extra_metrics(self, outputs, batch: Batch) -> dict:
         return {}
+
+    def dependency_lags(self, batch: Batch):
+        """Int32 [B]: per sequence, how far back the information its scored outputs need
+        lies -- the largest ``t_out - t_in`` over the scored steps ``t_out`` and the input
+        step ``t_in`` holding what that output must use (a marked value, a symbol to recall,
+        a cue). The gap a cell has to bridge, measured in steps; diagnostics read the
+        gradient gain and the gates' memory time-scales at this lag.
+
+        This default is for answers that depend on the whole input (parity, a classified
+        image, a ListOps tree): from the first step to the last scored step. Tasks whose
+        answer needs particular earlier steps override it. Pure jnp (jit- and vmap-able).
+        """
+        return last_scored_step(batch.mask)
 
     def evaluate(self, outputs, batch: Batch) -> dict:
         """Metrics on one batch (pure jnp; jit- and vmap-able).

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from lstmjax.tasks.base import Batch, Task, all_masked, argmax_correct, check_int
+from lstmjax.tasks.base import Batch, Task, all_masked, argmax_correct, check_int, first_step
 
 
 class _CopyBase(Task):
@@ -97,6 +97,11 @@ class CopyTask(_CopyBase):
             jnp.arange(self.seq_len) >= self.length + self.n_recall, batch.mask.shape
         )
 
+    def dependency_lags(self, batch: Batch):
+        """Symbol i is shown at step i and recalled at step T + N + i: T + N for every
+        sequence."""
+        return jnp.full(batch.lengths.shape, self.length + self.n_recall, jnp.int32)
+
 
 @dataclass(frozen=True)
 class VariableCopyTask(_CopyBase):
@@ -157,6 +162,12 @@ class VariableCopyTask(_CopyBase):
         first_recall_B = batch.lengths - self.n_recall
         return (t_T[None, :] >= first_recall_B[:, None]) & (batch.mask > 0)
 
+    def dependency_lags(self, batch: Batch):
+        """Symbol i is shown at step i and recalled right after the marker: the marker's
+        step + 1 = N + D + 1 (the delay D varies per sequence)."""
+        marker = batch.inputs[..., self.n_symbols + 1] > 0
+        return first_step(marker) + 1
+
 
 @dataclass(frozen=True)
 class SelectiveCopyTask(_CopyBase):
@@ -207,3 +218,14 @@ class SelectiveCopyTask(_CopyBase):
 
     def recall_mask(self, batch: Batch):
         return batch.mask > 0
+
+    def dependency_lags(self, batch: Batch):
+        """The i-th symbol (at its drawn position p_i among the first L + N steps) is
+        recalled at step L + N + i: the largest L + N + i - p_i of the sequence."""
+        S = self.seq_len
+        t_T = jnp.arange(S, dtype=jnp.int32)
+        shown_BT = (jnp.sum(batch.inputs[..., 1 : self.n_symbols + 1], axis=-1) > 0) & (
+            t_T < self.length + self.n_recall)
+        order_BT = jnp.cumsum(shown_BT, axis=1, dtype=jnp.int32) - 1  # i of the symbol at t
+        lag_BT = self.length + self.n_recall + order_BT - t_T
+        return jnp.max(jnp.where(shown_BT, lag_BT, 0), axis=1).astype(jnp.int32)

@@ -83,3 +83,7 @@ class NoiseFreeLagTask(Task):
     def correct(self, outputs, batch: Batch):
         self._check_outputs(outputs, batch)
         return final_unit_errors_below(outputs, batch, self.tolerance)
+
+    def dependency_lags(self, batch: Batch):
+        """The cue at step 0 is predicted at the last step p - 1: p - 1."""
+        return jnp.full(batch.lengths.shape, self.length - 1, jnp.int32)

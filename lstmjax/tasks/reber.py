@@ -192,6 +192,12 @@ class EmbeddedReberTask(Task):
         ok = self._prediction_ok(outputs, batch).astype(jnp.float32)
         return {"symbol_accuracy": jnp.sum(ok * batch.mask) / jnp.sum(batch.mask)}
 
+    def dependency_lags(self, batch: Batch):
+        """The penultimate symbol (T or P) repeats the second one: it is predicted at input
+        step n - 3 of a string of n symbols from the symbol at step 1, so n - 4 =
+        ``lengths - 3``."""
+        return (batch.lengths - 3).astype(jnp.int32)
+
     def accepts(self, symbols: str) -> bool:
         """Whether ``symbols`` (e.g. "BTBTXSETE") is an embedded Reber string."""
         *_, step, _, _ = _tables(self.length)

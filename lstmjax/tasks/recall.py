@@ -16,6 +16,8 @@ from lstmjax.tasks.base import (
     at_last_step,
     check_float,
     check_int,
+    first_step,
+    last_scored_step,
 )
 
 
@@ -125,6 +127,17 @@ class AssociativeRecallTask(Task):
     def extra_metrics(self, outputs, batch: Batch):
         return {"sequence_accuracy": jnp.mean(self.correct(outputs, batch).astype(jnp.float32))}
 
+    def dependency_lags(self, batch: Batch):
+        """A query at step t asks for the value of key j, shown at step 2j + 1: the largest
+        t - 2j - 1 over the sequence's queries."""
+        N = self.n_pairs
+        ids_BT = jnp.argmax(batch.inputs, axis=-1)
+        keys_BN = ids_BT[:, 0 : 2 * N : 2]
+        j_BT = jnp.argmax(ids_BT[:, :, None] == keys_BN[:, None, :], axis=-1)  # keys distinct
+        t_T = jnp.arange(self.seq_len, dtype=jnp.int32)
+        lag_BT = t_T - 2 * j_BT.astype(jnp.int32) - 1
+        return jnp.max(jnp.where(batch.mask > 0, lag_BT, 0), axis=1).astype(jnp.int32)
+
 
 @dataclass(frozen=True)
 class InductionHeadTask(Task):
@@ -191,3 +204,9 @@ class InductionHeadTask(Task):
     def correct(self, outputs, batch: Batch):
         self._check_outputs(outputs, batch)
         return at_last_step(argmax_correct(outputs, batch), batch.lengths)
+
+    def dependency_lags(self, batch: Batch):
+        """The answer is the symbol right after the first trigger (at p): from step p + 1 to
+        the query at step L."""
+        trigger_BT = batch.inputs[..., self.n_symbols] > 0
+        return last_scored_step(batch.mask) - first_step(trigger_BT) - 1

@@ -17,6 +17,8 @@ from lstmjax.tasks.base import (
     check_float,
     check_int,
     final_unit_errors_below,
+    first_step,
+    last_scored_step,
 )
 
 SYMBOLS = "EBabcdXY"  # one-hot input ids 0..7
@@ -145,3 +147,8 @@ class TemporalOrderTask(Task):
     def extra_metrics(self, outputs, batch: Batch):
         ok_B = at_last_step(argmax_correct(outputs, batch), batch.lengths)
         return {"argmax_accuracy": jnp.mean(ok_B.astype(jnp.float32))}
+
+    def dependency_lags(self, batch: Batch):
+        """From the first relevant symbol (X or Y) to the class at the last valid step."""
+        relevant_BT = jnp.sum(batch.inputs[..., X : X + 2], axis=-1) > 0
+        return last_scored_step(batch.mask) - first_step(relevant_BT)

@@ -35,6 +35,8 @@ neither imports the other. Rules that keep a run directory intact, whatever the 
 
 from lstmjax.experiment.rundir.checkpoints import Checkpointer
 from lstmjax.experiment.rundir.files import (
+    _first_difference,
+    _normalised,
     check_no_links,
     check_same_config,
     clear_failure,
@@ -93,4 +95,5 @@ __all__ = [
     "read_jsonl", "write_jsonl", "read_metrics", "write_metrics", "read_diagnostics",
     "write_diagnostics", "read_summary", "read_finished", "write_summary", "load_run_config",
     "warn", "write_failure", "read_failure", "clear_failure",
+    "_first_difference", "_normalised",  # (private: the optuna study's config check)
 ]  # fmt: skip

@@ -29,9 +29,12 @@ from lstmjax.experiment.search.frontier import FrontierSearch, probe
 from lstmjax.experiment.search.grid import GridSearch, share
 from lstmjax.experiment.search.optuna import (
     STUDY_FILE,
+    STUDY_NAME,
     OptunaSearch,
     _Replay,
+    check_study,
     collect,
+    finished_on_disk,
     objective_value,
     picks_from,
     run_optuna,
@@ -44,7 +47,8 @@ __all__ = [
     "Search", "SearchResult", "Replay", "for_config", "replay", "GridSearch", "FrontierSearch",
     "OptunaSearch", "share", "probe",
     # the optuna module's names, as when this was that module
-    "STUDY_FILE", "run_optuna", "collect", "objective_value", "picks_from",
+    "STUDY_FILE", "STUDY_NAME", "run_optuna", "check_study", "collect", "finished_on_disk",
+    "objective_value", "picks_from",
 ]  # fmt: skip
 
 _Replay = _Replay  # (kept importable from here: tests replay a study's names)
@@ -86,7 +90,7 @@ def for_config(cfg: ExperimentConfig, run_dir: Path | None = None, *,
     trials = expand(cfg) if trials is None else trials
     kind = _kind(cfg)
     if kind == "optuna":
-        return OptunaSearch(cfg, run_dir, trials, count=count, note=note)
+        return OptunaSearch(cfg, run_dir, trials, resume=resume, count=count, note=note)
     if kind == "frontier":
         return FrontierSearch(cfg, cfg.frontier, trials, rank=rank, count=count)
     return GridSearch(trials, rank=rank, count=count)
