@@ -104,20 +104,10 @@ from lstmjax.experiment.space import SearchSpace
 from lstmjax.experiment.space import parse as parse_space
 
 __all__ = [
-    "ExperimentConfig",
-    "TaskConfig",
-    "ModelConfig",
-    "TrainConfig",
-    "OutputConfig",
-    "WandbConfig",
-    "FrontierConfig",
-    "DiagnosticsConfig",
-    "EvalConfig",
-    "SECTIONS",
-    "SWEEPABLE",
-    "fields_at",
-    "known_paths",
-]
+    "ExperimentConfig", "TaskConfig", "ModelConfig", "TrainConfig", "OutputConfig",
+    "WandbConfig", "FrontierConfig", "DiagnosticsConfig", "EvalConfig", "SECTIONS", "SWEEPABLE",
+    "fields_at", "known_paths",
+]  # fmt: skip
 
 
 # Upper bounds: far above anything that trains on one machine, low enough that arithmetic on

@@ -44,6 +44,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from lstmjax._util import close_match
+from lstmjax.experiment.draws import DIGITS, log_cells, round_value, uniform_cells
 from lstmjax.experiment.errors import did_you_mean
 
 __all__ = [
@@ -65,7 +66,6 @@ OBJECTIVES = {
     "blew_up_seeds": "minimize",
 }
 DIRECTIONS = ("maximize", "minimize")
-DIGITS = 4  # significant digits of a number drawn from a continuous range
 MAX_TRIALS = 100_000  # points of a grid, num_trials of a random or optuna search
 _INT64 = 2**63
 MAX_PROBES = 256  # more probe points than this: one axis varied at a time
@@ -129,9 +129,9 @@ class Axis:
             return float(min(self.size(), draws))
         low, high = self.values
         if self.kind == "loguniform":
-            cells = _log_cells(low, high, draws)
+            cells = log_cells(low, high, draws)
         else:
-            cells = sum(_uniform_cells(a, b, high - low, draws)
+            cells = sum(uniform_cells(a, b, high - low, draws)
                         for a, b in ((max(low, 0.0), high), (max(-high, 0.0), -low)) if a < b)
         # a draw that rounds outside the range is clamped to the bound: one more value each
         rounded = float(f"{low:.{DIGITS - 1}e}"), float(f"{high:.{DIGITS - 1}e}")
@@ -150,59 +150,6 @@ class Axis:
         else:
             x = float(rng.uniform(low, high))
         return Pick(round_value(x, low, high), self.where, None)
-
-
-def _decades(a: float, b: float) -> Iterator[tuple[int, float, float]]:
-    """``(e, lo, hi)``: the part ``[lo, hi]`` of ``[a, b]`` (``0 <= a < b``) in each decade
-    ``[10^e, 10^(e+1))``, from the top down (for ``a == 0``, down to the smallest float)."""
-    e = math.floor(math.log10(b))
-    bottom = math.floor(math.log10(a)) if a > 0 else -324
-    while e >= bottom:
-        lo, hi = max(a, 10.0**e), min(b, 10.0 ** (e + 1) if e < 308 else math.inf)
-        if lo <= hi:
-            yield e, lo, hi
-        e -= 1
-
-
-def _uniform_cells(a: float, b: float, width: float, draws: int) -> float:
-    """``sum(min(1, p * draws))`` over the rounded numbers in ``[a, b]`` (``0 <= a < b``) for a
-    uniform draw over a range ``width`` wide: in decade ``e`` the numbers are ``10^(e-3)``
-    apart, each drawn with chance ``10^(e-3) / width``."""
-    total = 0.0
-    for e, lo, hi in _decades(a, b):
-        step = max(10.0 ** (e - DIGITS + 1), 5e-324)
-        top = hi == 10.0 ** (e + 1)  # the decade's top is the next decade's first number
-        cells = max(0, math.floor(hi / step * (1 + 1e-12)) - math.ceil(lo / step * (1 - 1e-12))
-                    + 1 - top)
-        total += cells * min(1.0, step / width * draws)
-        if lo / width * draws < 1e-3:  # what lies below can add at most this much
-            return total + lo / width * draws
-    return total
-
-
-def _log_cells(a: float, b: float, draws: int) -> float:
-    """``sum(min(1, p * draws))`` over the rounded numbers in ``[a, b]`` (``0 < a < b``) for a
-    log-uniform draw: the number with mantissa ``m`` is drawn with chance about
-    ``10^(1-DIGITS) / (m * ln(b/a))``; summed over mantissas as an integral (plus one per
-    decade, for the edges)."""
-    per = 10 ** (DIGITS - 1)  # numbers per unit of mantissa
-    c = draws / (per * (math.log(b) - math.log(a)))  # min(1, c / m) per number of mantissa m
-    total = 0.0
-    for e, lo, hi in _decades(a, b):
-        u, w = 10.0 ** (math.log10(lo) - e), min(10.0 ** (math.log10(hi) - e), 10.0)
-        if c >= w:
-            total += per * (w - u)
-        elif c <= u:
-            total += per * c * math.log(w / u)
-        else:
-            total += per * (c - u) + per * c * math.log(w / c)
-        total += 1
-    return total
-
-
-def round_value(x: float, low: float, high: float) -> float:
-    """``x`` to :data:`DIGITS` significant digits, kept inside ``[low, high]``."""
-    return min(max(float(f"{x:.{DIGITS - 1}e}"), low), high)
 
 
 @dataclasses.dataclass(frozen=True)
