@@ -56,7 +56,7 @@ def seeds_ratio(seeds: int, repeats: int) -> dict:
 
     jax.config.update("jax_num_cpu_devices", 2)
     from lstmjax.experiment import from_dict
-    from lstmjax.experiment.runner import compile_job
+    from lstmjax.experiment.job import compile_job
     from lstmjax.experiment.schedule import Job, Placement
     from lstmjax.experiment.sweep import expand
 
@@ -81,7 +81,7 @@ def data_parallel_ratio(repeats: int) -> dict:
 
     jax.config.update("jax_num_cpu_devices", 2)
     from lstmjax.experiment import from_dict
-    from lstmjax.experiment.runner import compile_job
+    from lstmjax.experiment.job import compile_job
     from lstmjax.experiment.schedule import Job, Placement
     from lstmjax.experiment.sweep import expand
 

@@ -12,8 +12,9 @@ import pytest
 import lstmjax as lj
 from lstmjax import cli
 from lstmjax.experiment import expand, load_config, resources
+from lstmjax.experiment.job import compile_trial
 from lstmjax.experiment.resources import estimate_bytes
-from lstmjax.experiment.runner import compile_trial, length_eval_program
+from lstmjax.experiment.trial_run import length_eval_program
 
 TINY = """\
 name: mem

@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from lstmjax.experiment.config import TrainConfig, from_dict
-from lstmjax.experiment.runner import seeds_in_one_program
+from lstmjax.experiment.job import seeds_in_one_program
 from lstmjax.train import loop, make_optimizer, make_schedule, make_train, make_trainer
 
 

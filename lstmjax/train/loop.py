@@ -5,7 +5,7 @@
 
 Training runs in *chunks*: ``chunk(state)`` scans ``train.eval_every`` optimiser steps with
 ``lax.scan`` (batches are sampled on the device from the task) and then evaluates on a fresh
-batch. A host loop (``lstmjax.experiment.runner``) calls the jitted, vmapped chunk repeatedly to
+batch. A host loop (``lstmjax.experiment.job``) calls the jitted, vmapped chunk repeatedly to
 report progress and checkpoint between chunks; ``train(key)`` scans all chunks in one program.
 
 Per seed, the state carries two flags that freeze it while vmapped siblings continue:
