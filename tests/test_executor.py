@@ -177,3 +177,38 @@ def test_no_function_of_the_training_loop_takes_more_than_five_positional_parame
             names = [a.arg for a in node.args.posonlyargs + node.args.args]
             positional = [n for n in names if n not in ("self", "cls")]
             assert len(positional) <= 5, f"{module}.{node.name}: {positional}"
+
+
+FRONTIER = {**CFG, "sweep": {"model.cell": ["rnn", "gru"]},
+            "frontier": {"key": "task.length", "start": 4, "max": 64, "factor": 2,
+                         "resolution": 0.1, "min_solved": 0.5}}
+
+
+def test_frontier_search_asks_what_plan_decides_and_can_ask_a_probe_again_with_more_steps():
+    from lstmjax.experiment import frontier, search
+
+    cfg = from_dict(FRONTIER)
+    found = search.for_config(cfg, None, trials=expand(cfg))
+    limits = {"rnn": 11, "gru": 40}  # the largest gap each variant solves
+    probed: dict[str, list[int]] = {"rnn": [], "gru": []}
+    while asked := found.ask():
+        for t in asked:
+            probed[t.cfg.model.cell].append(t.cfg.task.length)
+            found.tell(t, _summary(t, t.cfg.task.length <= limits[t.cfg.model.cell]))
+    expected = {cell: frontier.search(cfg.frontier, lambda g, limit=limit: float(g <= limit))
+                for cell, limit in limits.items()}  # the oracle: the pure search, same outcomes
+    assert probed == {cell: list(e.probes) for cell, e in expected.items()}
+    rows = found.result().extra["frontier"]
+    assert [(r["variant"], r["largest_solved"], r["smallest_unsolved"]) for r in rows] == [
+        (cell, e.largest_solved, e.smallest_unsolved) for cell, e in expected.items()]
+    assert rows[0]["largest_solved"] == 11 and 38 <= rows[1]["largest_solved"] <= 40
+    told = len(found.result().summaries)
+
+    probe = found.result().summaries[0].trial  # asked again with more steps, same directory
+    found.extend(probe, steps=40)
+    (again,) = found.ask()
+    assert again.name == probe and again.cfg.train.steps == 40
+    assert again.cfg.model_copy(update={"train": cfg.train}) == expand(cfg)[0].cfg.model_copy(
+        update={"train": cfg.train, "task": again.cfg.task})
+    found.tell(again, _summary(again, True))
+    assert found.ask() == [] and len(found.result().summaries) == told  # replaced, not added
