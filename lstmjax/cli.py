@@ -233,7 +233,7 @@ def _run(args) -> int:
         force_unlock=args.force_unlock, devices=args.devices, raise_failures=False,
         compile_cache=args.compile_cache, trials=trials,
     )
-    if "report" not in result:  # not process 0 of several
+    if result["process"] != 0:  # another process of several: process 0 reports
         print(f"process {result['process']}: trained {len(result['trials'])} trial(s); "
               f"process 0 writes the report into {result['run_dir']}")
         return 1 if result["failed"] else 0
