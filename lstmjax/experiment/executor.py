@@ -206,7 +206,7 @@ class Executor:
         new = [t for t in asked if t.name not in states]
         states.update(plan_trials(self.ctx.run_dir, new) if self.resume
                       else dict.fromkeys((t.name for t in new), TrialState.NEW))
-        check_fits(asked)
+        check_fits(new)  # (the trials planned before the run were checked with it)
         batch = _Batch(len(asked))
         if pool is not None and self.search.streams:  # each alone, on one device
             jobs = [Job((t,)) for t in asked if states[t.name] is not TrialState.FINISHED]
