@@ -245,6 +245,20 @@ def test_recurrent_dropout_is_variational():
     assert ys2.shape == (2, 2, Tv, Hv) and np.all(np.asarray(ys2)[0, 1, 2:] == 0)
 
 
+def test_recurrent_dropout_masks_the_cells_recurrent_weight_indrnn_u():
+    """recurrent_dropout reaches the weight the cell names (Cell.recurrent_weight), here
+    IndRNN's elementwise u: h_t = x_t + (m * u) * h_{t-1} with x = 1, one mask per sequence."""
+    Hv, Tv, Bv, rate = 8, 5, 4, 0.5
+    cell = cells.make("indrnn", Hv, activation="identity", use_bias=False)
+    net = lj.RNN(cell, recurrent_dropout=rate)
+    params = [[{"W_x": jnp.eye(Hv), "u": jnp.full((Hv,), 0.5)}]]
+    ys, _ = _apply(net, params, jnp.ones((Bv, Tv, Hv)), key=jax.random.key(10))
+    ys = np.asarray(ys)
+    mu = (ys[:, 1:] - 1) / ys[:, :-1]  # m * u, [B, T-1, H]
+    np.testing.assert_allclose(mu, np.broadcast_to(mu[:, :1], mu.shape), atol=1e-5)
+    assert set(np.round(mu.ravel(), 5)) == {0.0, 0.5 / (1 - rate)}
+
+
 def test_jit_vmap_grad_through_rnn(xs, x64):
     net = lj.RNN(cells.make("gru", H), bidirectional=True, recurrent_dropout=0.2)
     params = jax.tree.map(lambda a: a.astype(jnp.float64), net.init(jax.random.key(11), D))
