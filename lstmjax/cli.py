@@ -4,6 +4,7 @@
                        [--progress MODE] [--devices N] [--malloc auto|tuned|default]
                        [--coordinator HOST:PORT --num-processes P --process-id I]
                        [--coordinator auto]       (SLURM, Open MPI, Kubernetes, Cloud TPU)
+                       [--startup-timeout SECONDS] [--peer-timeout SECONDS]
     lstmjax report RUN_DIR [--out DIR] [--no-plots]
     lstmjax diagnose RUN_DIR
     lstmjax list cells|tasks
@@ -25,6 +26,9 @@ import re
 import sys
 
 __all__ = ["main", "build_parser"]
+
+STARTUP_TIMEOUT = 120.0  # s; lstmjax.experiment.hosts.STARTUP_TIMEOUT (not imported: cli is light)
+PEER_TIMEOUT = 100.0  # s; lstmjax.experiment.hosts.PEER_TIMEOUT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --coordinator: how many processes take part")
     p.add_argument("--process-id", type=int, metavar="I",
                    help="with --coordinator: this process's index, 0..P-1")
+    p.add_argument("--startup-timeout", type=_seconds, metavar="SECONDS",
+                   default=STARTUP_TIMEOUT,
+                   help="with --coordinator: give up if the processes have not all joined "
+                   f"within this time (default {STARTUP_TIMEOUT:g})")
+    p.add_argument("--peer-timeout", type=_seconds, metavar="SECONDS", default=PEER_TIMEOUT,
+                   help="with --coordinator: end the run (keeping the finished trials) when "
+                   f"another process shows no sign of life for this long (default "
+                   f"{PEER_TIMEOUT:g})")
     p.add_argument("--devices", type=_positive_int, metavar="N",
                    help="local devices to train on, one trial per device at a time (default: "
                    "output.devices, else all; on CPU one device per core)")
@@ -123,6 +135,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (above 0)")
+    return value
+
+
 XLA_OPT_LEVEL = "--xla_backend_optimization_level=1"
 
 
@@ -152,45 +174,54 @@ def split_cpu(devices: int | None) -> None:
         pass
 
 
-def join_processes(args) -> None:
-    """Program entry: join a ``jax.distributed`` job (CPU collectives through gloo).
-    ``--coordinator auto``: the coordinator, process count and index from the cluster
-    environment, as JAX detects it (SLURM, Open MPI, Kubernetes, Cloud TPU, or
-    ``JAX_COORDINATOR_ADDRESS``); explicit ``--num-processes``/``--process-id`` still win."""
+def check_process_flags(args) -> None:
+    """The several-process flags, checked before anything is written or configured: they go
+    together, the index is in range, ``--coordinator`` is ``auto`` or ``HOST:PORT``, and a
+    shared ``--out`` is given."""
+    from lstmjax.experiment import hosts
     from lstmjax.experiment.config import ConfigError
 
-    if args.coordinator == "auto":
-        if not args.out:
-            raise ConfigError("--out: several processes write into one shared run directory; "
-                              "give it with --out")
-        import jax
-
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        try:
-            jax.distributed.initialize(num_processes=args.num_processes,
-                                       process_id=args.process_id)
-        except ValueError as e:  # nothing detected: JAX names the missing parameter
-            raise ConfigError(
-                f"--coordinator auto: no cluster environment found ({e}); JAX detects SLURM, "
-                "Open MPI, Kubernetes and Cloud TPU jobs (or set JAX_COORDINATOR_ADDRESS), "
-                "else give --coordinator HOST:PORT --num-processes P --process-id I") from None
-        return
-    missing = [f for f, v in (("--coordinator", args.coordinator),
-                              ("--num-processes", args.num_processes),
-                              ("--process-id", args.process_id)) if v is None]
-    if missing:
-        raise ConfigError(f"{', '.join(missing)}: several processes need --coordinator, "
-                          "--num-processes and --process-id together")
-    if not 0 <= args.process_id < args.num_processes:
-        raise ConfigError(f"--process-id: {args.process_id} is not in 0..{args.num_processes - 1}")
+    if args.coordinator != "auto":
+        missing = [f for f, v in (("--coordinator", args.coordinator),
+                                  ("--num-processes", args.num_processes),
+                                  ("--process-id", args.process_id)) if v is None]
+        if missing:
+            raise ConfigError(f"{', '.join(missing)}: several processes need --coordinator, "
+                              "--num-processes and --process-id together")
+        if not 0 <= args.process_id < args.num_processes:
+            raise ConfigError(f"--process-id: {args.process_id} is not in "
+                              f"0..{args.num_processes - 1}")
+        hosts.parse_coordinator(args.coordinator)
     if not args.out:
         raise ConfigError("--out: several processes write into one shared run directory; "
                           "give it with --out")
+
+
+def join_processes(args) -> None:
+    """Program entry: join a ``jax.distributed`` job (CPU collectives through gloo), within
+    ``--startup-timeout``, then watch the other processes (``--peer-timeout``; see
+    :mod:`lstmjax.experiment.hosts`). ``--coordinator auto``: the coordinator, process count
+    and index from the cluster environment, as JAX detects it (SLURM, Open MPI, Kubernetes,
+    Cloud TPU, or ``JAX_COORDINATOR_ADDRESS``); explicit ``--num-processes``/``--process-id``
+    still win."""
     import jax
 
+    from lstmjax.experiment import hosts
+    from lstmjax.experiment.config import ConfigError
+
+    check_process_flags(args)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=args.coordinator,
-                               num_processes=args.num_processes, process_id=args.process_id)
+    auto = args.coordinator == "auto"
+    try:
+        hosts.join(None if auto else args.coordinator, args.num_processes, args.process_id,
+                   startup_timeout=args.startup_timeout, peer_timeout=args.peer_timeout)
+    except ConfigError:
+        raise
+    except ValueError as e:  # auto, nothing detected: JAX names the missing parameter
+        raise ConfigError(
+            f"--coordinator auto: no cluster environment found ({e}); JAX detects SLURM, "
+            "Open MPI, Kubernetes and Cloud TPU jobs (or set JAX_COORDINATOR_ADDRESS), "
+            "else give --coordinator HOST:PORT --num-processes P --process-id I") from None
 
 
 def _one_line(message: str) -> str:
@@ -213,9 +244,12 @@ def _run(args) -> int:
     from lstmjax.experiment.resources import largest_trial_bytes
     from lstmjax.experiment.runner import needs_x64
 
+    several = args.coordinator or args.num_processes or args.process_id is not None
+    if several:
+        check_process_flags(args)  # before any process-global setting
     tune_xla()  # before anything touches a JAX backend
     split_cpu(args.devices)
-    if args.coordinator or args.num_processes or args.process_id is not None:
+    if several:
         join_processes(args)
 
     cfg = experiment.load_config(args.config, overrides=args.overrides)

@@ -133,7 +133,8 @@ def run_trials(
                               "process": rank, "processes": nproc}
     failures: list[dict] = []
     several = chosen if len(chosen) > 1 else None
-    with RunLock(run_dir, force=force_unlock) if rank == 0 else contextlib.nullcontext():
+    with (RunLock(run_dir, force=force_unlock) if rank == 0 else contextlib.nullcontext()
+          ) as lock, hosts.running(lock):  # a lost process (hosts.join's watch) frees it too
         if rank == 0:
             prepare(run_dir, to_dict(cfg))
         hosts.clear_markers(run_dir, rank)
@@ -183,8 +184,11 @@ def _gather(cfg, trials, run_dir: Path, rank: int, nproc: int, summaries, failur
     whole run's summaries (read from the shared directory) and failures."""
     if rank != 0:
         hosts.write_done(run_dir, rank, failures)
+        hosts.wait_collected(run_dir, rank)  # still watched (and watching) until gathered
+        hosts.stop_watching()
         return summaries, failures
     failures = failures + hosts.wait_for_all(run_dir, nproc)
+    hosts.stop_watching()
     if cfg.frontier is None:
         found = [read_finished(run_dir / t.name) for t in trials]
         return [s for s in found if s is not None], failures
