@@ -8,6 +8,7 @@
     lstmjax report RUN_DIR [--out DIR] [--no-plots]
     lstmjax diagnose RUN_DIR
     lstmjax list cells|tasks
+    lstmjax config --reference
     lstmjax bench [--quick]
 
 Config and run-directory problems print ``error: <key.path>: <problem>`` and exit with status 2,
@@ -89,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diagnose", help="gradient flow and gate statistics of a finished run, "
                        "from its checkpoints, then the report with their plots")
     p.add_argument("run_dir", metavar="RUN_DIR")
+
+    p = sub.add_parser("config", help="the config reference (every key, type, default and "
+                       "meaning; task parameters; cell options)")
+    p.add_argument("--reference", action="store_true", required=True,
+                   help="print the reference as Markdown (docs/config.md is this output)")
 
     p = sub.add_parser("list", help="list the registered cells or tasks")
     p.add_argument("what", choices=["cells", "tasks"])
@@ -370,5 +376,12 @@ def _bench(args) -> int:
     return int(rc or 0)
 
 
+def _config(args) -> int:
+    from lstmjax.experiment.reference import reference
+
+    sys.stdout.write(reference())
+    return 0
+
+
 _COMMANDS = {"run": _run, "report": _report, "diagnose": _diagnose, "list": _list,
-             "bench": _bench}
+             "config": _config, "bench": _bench}
