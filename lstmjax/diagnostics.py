@@ -211,8 +211,13 @@ def _flatten_batch(cell, xs, seq_lengths, who: str):
     batch_shape, (T, D) = tuple(xs.shape[:-2]), xs.shape[-2:]
     if T < 1:
         raise ValueError(f"{who}: xs has no time steps (shape {list(xs.shape)})")
-    lengths = _check_seq_lengths(seq_lengths, batch_shape, T)
     N = math.prod(batch_shape)
+    if N == 0:
+        raise ValueError(
+            f"{who}: xs holds no sequences (batch shape {list(batch_shape)}, xs shape "
+            f"{list(xs.shape)}); pass at least one sequence"
+        )
+    lengths = _check_seq_lengths(seq_lengths, batch_shape, T, who)
     xs_TND = jnp.moveaxis(xs.reshape(N, T, D), 1, 0)
     return xs_TND, None if lengths is None else lengths.reshape(N), batch_shape
 
