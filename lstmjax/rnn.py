@@ -67,11 +67,13 @@ def _check_cell(cell, who: str) -> None:
 
 
 def _check_seq_lengths(seq_lengths, batch_shape: tuple, T: int, who: str = "seq_lengths"):
-    """``seq_lengths`` as an int array of the batch shape, in ``[0, T]``.
+    """``seq_lengths`` as an int array of the batch shape.
 
-    Concrete lengths outside ``[0, T]`` are a one-line error; traced ones (under ``jit``,
-    where nothing can be raised) are clamped to ``[0, T]``, so every path (forward,
-    reverse, fast loops, gradients) sees the same finite lengths.
+    Concrete lengths outside ``[0, T]`` are a one-line error. Traced ones (under ``jit``,
+    where nothing can be raised) come back as they are and act clamped to ``[0, T]``: the
+    mask ``t < L`` already does, and every use of a length as an index clamps it (the
+    reverse gather in :func:`_scan`, the lag index in :mod:`lstmjax.diagnostics`), so the
+    forward program is not changed by an op it does not need.
     """
     if seq_lengths is None:
         return None
@@ -84,7 +86,7 @@ def _check_seq_lengths(seq_lengths, batch_shape: tuple, T: int, who: str = "seq_
     if not jnp.issubdtype(lengths.dtype, jnp.integer):
         raise ValueError(f"seq_lengths must be integers; got dtype {lengths.dtype}")
     if isinstance(lengths, jax.core.Tracer):
-        return jnp.clip(lengths, 0, T)
+        return lengths
     values = np.asarray(lengths)
     bad = values[(values < 0) | (values > T)]
     if bad.size:
@@ -272,8 +274,9 @@ def _scan(cell, params, xs, carry, *, seq_lengths, resets, reverse, time_major, 
         if lengths_B is None:
             flip = lambda a: jnp.flip(a, axis=0)
         else:
-            # Reverse each valid prefix in place; the gather is its own inverse.
-            idx_T = jnp.where(valid_T, lengths_B - 1 - t_T, t_T)
+            # Reverse each valid prefix in place; the gather is its own inverse. A traced
+            # length above T (unchecked under jit) acts as T, never an out-of-range index.
+            idx_T = jnp.where(valid_T, jnp.minimum(lengths_B, T) - 1 - t_T, t_T)
             flip = lambda a: jnp.take_along_axis(a, _expand_to(idx_T, a), axis=0)
         xs_T = flip(xs_T)
         reset_T = None if reset_T is None else flip(reset_T)

@@ -119,6 +119,15 @@ def test_scan_under_jit_clamps_seq_lengths_like_rnn(bilstm, reverse):
         np.testing.assert_allclose(np.asarray(c)[b], c_ref, atol=1e-12)
 
 
+def test_gradient_flow_under_jit_clamps_seq_lengths(bilstm):
+    """The lag index ``L - 1 - k`` also reads a traced length above T as T."""
+    net, params, xs = bilstm
+    cell, p = net.cells[0], params[0][0]
+    flow = lambda n: lj.diagnostics.gradient_flow(cell, p, xs, seq_lengths=n).log10_gain
+    got = jax.jit(flow)(jnp.asarray(LENGTHS))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(flow(CLAMPED)), atol=1e-10)
+
+
 # ---- case 2: step/recur with params of another cell ------------------------------------------
 @pytest.mark.parametrize("name, given, pattern", [
     ("gru", ("lstm", H), r"GRUCell\.step: params for GRUCell\(hidden_size=3\): missing key "
