@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.learning_rate=3e-4 "
                    "(repeatable; setting a swept key pins it)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import MODULE before the config is validated, e.g. the package that "
+                   "registers your own cells or tasks (repeatable; recorded in the run as "
+                   "the config's imports:)")
     p.add_argument("--out", metavar="DIR", help="run directory (default: <output.dir>/<name>)")
     p.add_argument("--resume", action="store_true",
                    help="skip finished trials, continue unfinished ones from their checkpoints")
@@ -112,11 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command != "bench":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
+    from lstmjax._plugins import PluginError
     from lstmjax.experiment.config import ConfigError
 
     try:
         return _COMMANDS[args.command](args)
-    except ConfigError as e:
+    except (ConfigError, PluginError) as e:
         print(f"error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `lstmjax list tasks | head`
@@ -258,7 +263,7 @@ def _run(args) -> int:
     if several:
         join_processes(args)
 
-    cfg = experiment.load_config(args.config, overrides=args.overrides)
+    cfg = experiment.load_config(args.config, overrides=args.overrides, imports=args.imports)
     # this process only, before any array exists: reuse pages across steps (_allocator.py)
     if args.malloc == "tuned" or (args.malloc == "auto"
                                   and largest_trial_bytes(cfg) <= KEEP_FREED_LIMIT):

@@ -282,7 +282,7 @@ def collect(run_dir: Path):
 
 
 def _collect(run_dir: Path):
-    cfg = load_run_config(run_dir)
+    cfg = load_run_config(run_dir, registered=False)  # reading needs no registered cell
     found = None
     if cfg.search.method == "optuna":  # the trials the study proposed
         entries = [(t, None) for t in search.collect(run_dir, cfg)]

@@ -3,6 +3,9 @@
 Defaults shown; only ``task.name`` is required::
 
     name: <file stem>          # run directory: <output.dir>/<name>
+    imports: []                # modules imported before validation, e.g. the package that
+                               # registers your own cells or tasks (recorded in the run, so
+                               # --resume, report and load_results import them again)
     description: ""            # free text, shown in the report
     task:                      # the task; its own parameters sit beside name and length
       name: ...                # required: one of lstmjax.tasks.names()
@@ -407,6 +410,7 @@ class ExperimentConfig(_Section):
     """A whole experiment: one base trial plus a sweep (dotted key -> list of values)."""
 
     name: str = "experiment"
+    imports: Annotated[tuple[str, ...], BeforeValidator(_pair)] = ()  # lstmjax._plugins
     description: str = ""
     task: TaskConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
