@@ -4,9 +4,11 @@
                        [--progress MODE] [--devices N] [--malloc auto|tuned|default]
                        [--coordinator HOST:PORT --num-processes P --process-id I]
                        [--coordinator auto]       (SLURM, Open MPI, Kubernetes, Cloud TPU)
+                       [--startup-timeout SECONDS] [--peer-timeout SECONDS]
     lstmjax report RUN_DIR [--out DIR] [--no-plots]
     lstmjax diagnose RUN_DIR
     lstmjax list cells|tasks
+    lstmjax config --reference
     lstmjax bench [--quick]
 
 Config and run-directory problems print ``error: <key.path>: <problem>`` and exit with status 2,
@@ -26,6 +28,9 @@ import sys
 
 __all__ = ["main", "build_parser"]
 
+STARTUP_TIMEOUT = 120.0  # s; lstmjax.experiment.hosts.STARTUP_TIMEOUT (not imported: cli is light)
+PEER_TIMEOUT = 100.0  # s; lstmjax.experiment.hosts.PEER_TIMEOUT
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -38,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.learning_rate=3e-4 "
                    "(repeatable; setting a swept key pins it)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import MODULE before the config is validated, e.g. the package that "
+                   "registers your own cells or tasks (repeatable; recorded in the run as "
+                   "the config's imports:)")
     p.add_argument("--out", metavar="DIR", help="run directory (default: <output.dir>/<name>)")
     p.add_argument("--resume", action="store_true",
                    help="skip finished trials, continue unfinished ones from their checkpoints")
@@ -55,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --coordinator: how many processes take part")
     p.add_argument("--process-id", type=int, metavar="I",
                    help="with --coordinator: this process's index, 0..P-1")
+    p.add_argument("--startup-timeout", type=_seconds, metavar="SECONDS",
+                   default=STARTUP_TIMEOUT,
+                   help="with --coordinator: give up if the processes have not all joined "
+                   f"within this time (default {STARTUP_TIMEOUT:g})")
+    p.add_argument("--peer-timeout", type=_seconds, metavar="SECONDS", default=PEER_TIMEOUT,
+                   help="with --coordinator: end the run (keeping the finished trials) when "
+                   f"another process shows no sign of life for this long (default "
+                   f"{PEER_TIMEOUT:g})")
     p.add_argument("--devices", type=_positive_int, metavar="N",
                    help="local devices to train on, one trial per device at a time (default: "
                    "output.devices, else all; on CPU one device per core)")
@@ -78,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "from its checkpoints, then the report with their plots")
     p.add_argument("run_dir", metavar="RUN_DIR")
 
+    p = sub.add_parser("config", help="the config reference (every key, type, default and "
+                       "meaning; task parameters; cell options)")
+    p.add_argument("--reference", action="store_true", required=True,
+                   help="print the reference as Markdown (docs/config.md is this output)")
+
     p = sub.add_parser("list", help="list the registered cells or tasks")
     p.add_argument("what", choices=["cells", "tasks"])
 
@@ -94,11 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command != "bench":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
+    from lstmjax._plugins import PluginError
     from lstmjax.experiment.config import ConfigError
 
     try:
         return _COMMANDS[args.command](args)
-    except ConfigError as e:
+    except (ConfigError, PluginError) as e:
         print(f"error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `lstmjax list tasks | head`
@@ -120,6 +143,16 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a device count (1 or more)")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (above 0)")
     return value
 
 
@@ -152,45 +185,54 @@ def split_cpu(devices: int | None) -> None:
         pass
 
 
-def join_processes(args) -> None:
-    """Program entry: join a ``jax.distributed`` job (CPU collectives through gloo).
-    ``--coordinator auto``: the coordinator, process count and index from the cluster
-    environment, as JAX detects it (SLURM, Open MPI, Kubernetes, Cloud TPU, or
-    ``JAX_COORDINATOR_ADDRESS``); explicit ``--num-processes``/``--process-id`` still win."""
+def check_process_flags(args) -> None:
+    """The several-process flags, checked before anything is written or configured: they go
+    together, the index is in range, ``--coordinator`` is ``auto`` or ``HOST:PORT``, and a
+    shared ``--out`` is given."""
+    from lstmjax.experiment import hosts
     from lstmjax.experiment.config import ConfigError
 
-    if args.coordinator == "auto":
-        if not args.out:
-            raise ConfigError("--out: several processes write into one shared run directory; "
-                              "give it with --out")
-        import jax
-
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        try:
-            jax.distributed.initialize(num_processes=args.num_processes,
-                                       process_id=args.process_id)
-        except ValueError as e:  # nothing detected: JAX names the missing parameter
-            raise ConfigError(
-                f"--coordinator auto: no cluster environment found ({e}); JAX detects SLURM, "
-                "Open MPI, Kubernetes and Cloud TPU jobs (or set JAX_COORDINATOR_ADDRESS), "
-                "else give --coordinator HOST:PORT --num-processes P --process-id I") from None
-        return
-    missing = [f for f, v in (("--coordinator", args.coordinator),
-                              ("--num-processes", args.num_processes),
-                              ("--process-id", args.process_id)) if v is None]
-    if missing:
-        raise ConfigError(f"{', '.join(missing)}: several processes need --coordinator, "
-                          "--num-processes and --process-id together")
-    if not 0 <= args.process_id < args.num_processes:
-        raise ConfigError(f"--process-id: {args.process_id} is not in 0..{args.num_processes - 1}")
+    if args.coordinator != "auto":
+        missing = [f for f, v in (("--coordinator", args.coordinator),
+                                  ("--num-processes", args.num_processes),
+                                  ("--process-id", args.process_id)) if v is None]
+        if missing:
+            raise ConfigError(f"{', '.join(missing)}: several processes need --coordinator, "
+                              "--num-processes and --process-id together")
+        if not 0 <= args.process_id < args.num_processes:
+            raise ConfigError(f"--process-id: {args.process_id} is not in "
+                              f"0..{args.num_processes - 1}")
+        hosts.parse_coordinator(args.coordinator)
     if not args.out:
         raise ConfigError("--out: several processes write into one shared run directory; "
                           "give it with --out")
+
+
+def join_processes(args) -> None:
+    """Program entry: join a ``jax.distributed`` job (CPU collectives through gloo), within
+    ``--startup-timeout``, then watch the other processes (``--peer-timeout``; see
+    :mod:`lstmjax.experiment.hosts`). ``--coordinator auto``: the coordinator, process count
+    and index from the cluster environment, as JAX detects it (SLURM, Open MPI, Kubernetes,
+    Cloud TPU, or ``JAX_COORDINATOR_ADDRESS``); explicit ``--num-processes``/``--process-id``
+    still win."""
     import jax
 
+    from lstmjax.experiment import hosts
+    from lstmjax.experiment.config import ConfigError
+
+    check_process_flags(args)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=args.coordinator,
-                               num_processes=args.num_processes, process_id=args.process_id)
+    auto = args.coordinator == "auto"
+    try:
+        hosts.join(None if auto else args.coordinator, args.num_processes, args.process_id,
+                   startup_timeout=args.startup_timeout, peer_timeout=args.peer_timeout)
+    except ConfigError:
+        raise
+    except ValueError as e:  # auto, nothing detected: JAX names the missing parameter
+        raise ConfigError(
+            f"--coordinator auto: no cluster environment found ({e}); JAX detects SLURM, "
+            "Open MPI, Kubernetes and Cloud TPU jobs (or set JAX_COORDINATOR_ADDRESS), "
+            "else give --coordinator HOST:PORT --num-processes P --process-id I") from None
 
 
 def _one_line(message: str) -> str:
@@ -213,13 +255,16 @@ def _run(args) -> int:
     from lstmjax.experiment.config import load_experiment
     from lstmjax.experiment.resources import largest_trial_bytes, needs_x64
 
+    several = args.coordinator or args.num_processes or args.process_id is not None
+    if several:
+        check_process_flags(args)  # before any process-global setting
     tune_xla()  # before anything touches a JAX backend
     split_cpu(args.devices)
-    if args.coordinator or args.num_processes or args.process_id is not None:
+    if several:
         join_processes(args)
 
     # the sweep is expanded once, while the config is validated; the trials are passed along
-    cfg, trials = load_experiment(args.config, overrides=args.overrides)
+    cfg, trials = load_experiment(args.config, overrides=args.overrides, imports=args.imports)
     # this process only, before any array exists: reuse pages across steps (_allocator.py)
     if args.malloc == "tuned" or (args.malloc == "auto"
                                   and largest_trial_bytes(cfg, trials) <= KEEP_FREED_LIMIT):
@@ -337,5 +382,12 @@ def _bench(args) -> int:
     return int(rc or 0)
 
 
+def _config(args) -> int:
+    from lstmjax.experiment.reference import reference
+
+    sys.stdout.write(reference())
+    return 0
+
+
 _COMMANDS = {"run": _run, "report": _report, "diagnose": _diagnose, "list": _list,
-             "bench": _bench}
+             "config": _config, "bench": _bench}

@@ -211,8 +211,13 @@ def _flatten_batch(cell, xs, seq_lengths, who: str):
     batch_shape, (T, D) = tuple(xs.shape[:-2]), xs.shape[-2:]
     if T < 1:
         raise ValueError(f"{who}: xs has no time steps (shape {list(xs.shape)})")
-    lengths = _check_seq_lengths(seq_lengths, batch_shape, T)
     N = math.prod(batch_shape)
+    if N == 0:
+        raise ValueError(
+            f"{who}: xs holds no sequences (batch shape {list(batch_shape)}, xs shape "
+            f"{list(xs.shape)}); pass at least one sequence"
+        )
+    lengths = _check_seq_lengths(seq_lengths, batch_shape, T, who)
     xs_TND = jnp.moveaxis(xs.reshape(N, T, D), 1, 0)
     return xs_TND, None if lengths is None else lengths.reshape(N), batch_shape
 
@@ -318,7 +323,8 @@ def _gradient_flow(cell: Cell, params, xp, prev, valid, lengths_N, probes_MNX):
         E_k, r_k = jnp.flip(E_T, 0).reshape(T, -1), jnp.flip(r_T, 0).reshape(T, -1)
         mask = jnp.ones(E_k.shape, bool)
     else:
-        tau = lengths_N[None, :] - 1 - jnp.arange(T)[:, None]  # [T(k), N]
+        # [T(k), N]; a traced length above T (unchecked under jit) acts as T
+        tau = jnp.minimum(lengths_N, T)[None, :] - 1 - jnp.arange(T)[:, None]
         idx = jnp.broadcast_to(jnp.clip(tau, 0, T - 1)[:, None, :], E_T.shape)
         E_k = jnp.take_along_axis(E_T, idx, axis=0).reshape(T, -1)
         r_k = jnp.take_along_axis(r_T, idx, axis=0).reshape(T, -1)

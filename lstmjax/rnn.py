@@ -24,6 +24,7 @@ import numpy as np
 
 from lstmjax import _remat
 from lstmjax.cells import Cell, LSTMCell
+from lstmjax.cells._base import check_params as _check_cell_params
 from lstmjax.cells._base import check_positive_int, tree_where
 
 __all__ = ["scan", "RNN"]
@@ -65,66 +66,15 @@ def _check_cell(cell, who: str) -> None:
     raise TypeError(f"{who}: expected a cell (e.g. lj.cells.make('lstm', 64)), got {got}")
 
 
-def _cell_repr(cell: Cell) -> str:
-    """``LSTMCell(hidden_size=8, proj_size=3)``: the class and its non-default fields."""
-    shown = [f"hidden_size={cell.hidden_size}"] + [
-        f"{f.name}={getattr(cell, f.name)!r}"
-        for f in dataclasses.fields(cell)
-        if f.name != "hidden_size" and f.default is not dataclasses.MISSING
-        and getattr(cell, f.name) != f.default
-    ]
-    return f"{type(cell).__name__}({', '.join(shown)})"
+def _check_seq_lengths(seq_lengths, batch_shape: tuple, T: int, who: str = "seq_lengths"):
+    """``seq_lengths`` as an int array of the batch shape.
 
-
-@functools.lru_cache(maxsize=256)
-def _expected_shapes(cell: Cell, input_size: int) -> dict:
-    """``{key: shape}`` of ``cell.init(key, input_size)``, traced abstractly (no FLOPs)."""
-    tree = jax.eval_shape(lambda key: cell.init(key, input_size), jax.random.PRNGKey(0))
-    return {k: tuple(v.shape) for k, v in tree.items()}
-
-
-def _check_cell_params(cell: Cell, params, input_size: int, who: str) -> None:
-    """Raise unless ``params`` has the keys and shapes ``cell.init(key, input_size)`` gives.
-
-    ``input_size`` is the width of the inputs the params are about to meet.
-    A one-line error naming every bad key and its expected shape. Dtypes are not
-    compared (params in another float dtype are legal). Only shapes are read, so
-    under ``jit`` this runs once, at trace time, and adds nothing to the program.
+    Concrete lengths outside ``[0, T]`` are a one-line error. Traced ones (under ``jit``,
+    where nothing can be raised) come back as they are and act clamped to ``[0, T]``: the
+    mask ``t < L`` already does, and every use of a length as an index clamps it (the
+    reverse gather in :func:`_scan`, the lag index in :mod:`lstmjax.diagnostics`), so the
+    forward program is not changed by an op it does not need.
     """
-    head = f"{who} for {_cell_repr(cell)}"
-    if not isinstance(params, Mapping):
-        got = "None" if params is None else type(params).__name__
-        raise TypeError(
-            f"{head}: expected a dict of arrays as returned by cell.init(key, input_size); "
-            f"got {got}"
-        )
-    for k, v in params.items():
-        if not hasattr(v, "shape"):
-            raise TypeError(f"{head}: key {k!r} is a {type(v).__name__}, not an array")
-    try:
-        expected = _expected_shapes(cell, input_size)
-    except TypeError:  # an unhashable (user-defined) cell: no cache
-        expected = _expected_shapes.__wrapped__(cell, input_size)
-    problems = [
-        f"missing key {k!r} (expected shape {shape})"
-        for k, shape in expected.items() if k not in params
-    ] + [
-        f"key {k!r} has shape {tuple(params[k].shape)}; expected {shape}"
-        + (f" (input width {input_size})" if k == "W_x" else "")
-        for k, shape in expected.items() if k in params and tuple(params[k].shape) != shape
-    ] + [
-        f"unexpected key {k!r} (shape {tuple(params[k].shape)}); "
-        f"expected keys {', '.join(sorted(expected))}"
-        for k in params if k not in expected
-    ]  # fmt: skip
-    if problems:
-        if any(p.startswith("missing") for p in problems):
-            problems[-1] += f"; got keys {', '.join(sorted(map(str, params)))}"
-        raise ValueError(f"{head}: {'; '.join(problems)}")
-
-
-def _check_seq_lengths(seq_lengths, batch_shape: tuple, T: int):
-    """``seq_lengths`` as an int array of the batch shape; range-checked when concrete."""
     if seq_lengths is None:
         return None
     lengths = jnp.asarray(seq_lengths)
@@ -135,13 +85,17 @@ def _check_seq_lengths(seq_lengths, batch_shape: tuple, T: int):
         )
     if not jnp.issubdtype(lengths.dtype, jnp.integer):
         raise ValueError(f"seq_lengths must be integers; got dtype {lengths.dtype}")
-    if not isinstance(seq_lengths, jax.core.Tracer):
-        values = np.asarray(seq_lengths)
-        bad = values[(values < 0) | (values > T)]
-        if bad.size:
-            raise ValueError(
-                f"seq_lengths must lie in [0, T={T}]; got {bad.tolist()} out of range"
-            )
+    if isinstance(lengths, jax.core.Tracer):
+        return lengths
+    values = np.asarray(lengths)
+    bad = values[(values < 0) | (values > T)]
+    if bad.size:
+        shown = bad[:8].tolist() + (["..."] if bad.size > 8 else [])
+        raise ValueError(
+            f"{who}: seq_lengths must lie in [0, T={T}]; got {shown} out of range (T is the "
+            f"time steps of xs): pad xs to the longest sequence, or clip the lengths "
+            f"(np.clip(seq_lengths, 0, {T}))"
+        )
     return lengths
 
 
@@ -255,7 +209,10 @@ def scan(
         ``cell.initial_carry(params, B)`` (which it defaults to: zeros).
       seq_lengths: ``[*B]`` ints in ``[0, T]``; sequences are right-padded. At padded
         steps the outputs are zero and the carry is held, so the returned carry is each
-        sequence's carry after its last valid step. Checked when concrete (not under jit).
+        sequence's carry after its last valid step. Concrete lengths outside ``[0, T]``
+        raise a ``ValueError``; traced ones (under ``jit``, where nothing can be raised) are
+        clamped to ``[0, T]`` (below 0: no step runs; above T: all T steps run) on every
+        path (forward, ``reverse``, fast loops, gradients), so results stay finite.
       resets: ``[*B, T]`` bools (``[T, *B]`` if ``time_major``) marking the first step of
         each packed episode: the carry is replaced by the initial ``carry`` before that
         step, so episodes never share state. With ``reverse`` the carry is reset after
@@ -297,7 +254,7 @@ def _scan(cell, params, xs, carry, *, seq_lengths, resets, reverse, time_major, 
     xs_T = _time_major(xs, time_major, "scan")
     _check_cell_params(cell, params, xs_T.shape[-1], "lj.scan: params")
     T, batch_shape = xs_T.shape[0], tuple(xs_T.shape[1:-1])
-    lengths_B = _check_seq_lengths(seq_lengths, batch_shape, T)
+    lengths_B = _check_seq_lengths(seq_lengths, batch_shape, T, "lj.scan")
     reset_T = _check_resets(resets, batch_shape, T, time_major)
     initial = cell.initial_carry(params, batch_shape)
     if carry is None:
@@ -317,8 +274,9 @@ def _scan(cell, params, xs, carry, *, seq_lengths, resets, reverse, time_major, 
         if lengths_B is None:
             flip = lambda a: jnp.flip(a, axis=0)
         else:
-            # Reverse each valid prefix in place; the gather is its own inverse.
-            idx_T = jnp.where(valid_T, lengths_B - 1 - t_T, t_T)
+            # Reverse each valid prefix in place; the gather is its own inverse. A traced
+            # length above T (unchecked under jit) acts as T, never an out-of-range index.
+            idx_T = jnp.where(valid_T, jnp.minimum(lengths_B, T) - 1 - t_T, t_T)
             flip = lambda a: jnp.take_along_axis(a, _expand_to(idx_T, a), axis=0)
         xs_T = flip(xs_T)
         reset_T = None if reset_T is None else flip(reset_T)
@@ -702,9 +660,12 @@ class RNN:
 
         ``carry`` (and the returned ``carries``) is ``[[carry per direction] per layer]``;
         the backward direction's final carry is the one after step 0. ``seq_lengths``
-        and ``resets`` are as in :func:`scan`. Dropout, zoneout and weight drop run unless
-        ``deterministic``, which defaults to ``key is None``: pass a ``key`` to train, and
-        nothing (or ``deterministic=True``) to evaluate (zoneout then takes its expectation).
+        and ``resets`` are as in :func:`scan`: lengths outside ``[0, T]`` raise a
+        ``ValueError`` when concrete and are clamped to ``[0, T]`` under ``jit`` (both
+        directions alike; outputs and gradients stay finite). Dropout, zoneout and weight
+        drop run unless ``deterministic``, which defaults to ``key is None``: pass a ``key``
+        to train, and nothing (or ``deterministic=True``) to evaluate (zoneout then takes
+        its expectation).
         """
         self._check_params(params)
         xs_T = _time_major(xs, time_major, "RNN.apply")
@@ -717,7 +678,7 @@ class RNN:
                                    f"lj.RNN.apply: params[{l}][{d}] ({where})")
             width = cell.output_size * self.num_directions
         T, batch_shape = xs_T.shape[0], tuple(xs_T.shape[1:-1])
-        lengths_B = _check_seq_lengths(seq_lengths, batch_shape, T)
+        lengths_B = _check_seq_lengths(seq_lengths, batch_shape, T, "lj.RNN.apply")
         reset_T = _check_resets(resets, batch_shape, T, time_major)
         if deterministic is None:
             deterministic = key is None

@@ -122,3 +122,40 @@ def test_diagnostics_lines_equal_the_library_per_seed(diagnosed):
             for name, stats in gates["gates"].items():
                 for k, v in stats.items():
                     np.testing.assert_allclose(got["gates"]["gates"][name][k], v, rtol=1e-5)
+
+
+def test_load_diagnostics_is_the_jsonl_lines_as_tidy_frames(diagnosed):
+    pytest.importorskip("pandas")
+    from lstmjax.experiment import load_diagnostics
+
+    d = load_diagnostics(diagnosed)
+    lead = ["trial", "variant", "cell", "length", "seed", "step"]
+    assert list(d.gradient_flow.columns) == [*lead, "lag", "log10_gain"]
+    assert list(d.gates.columns) == [*lead, "gate", "mean", "frac_low", "frac_high",
+                                     "saturation"]
+    assert list(d.timescales.columns) == [*lead, "keep_gate", "tau_q25", "tau_median",
+                                          "tau_q75"]
+    for trial in ("cell-rnn", "cell-lstm"):
+        lines = _lines(diagnosed / trial / "diagnostics.jsonl")
+        flow = d.gradient_flow[d.gradient_flow["trial"] == trial]
+        assert len(flow) == sum(len(ln["gradient_flow"]["lag"]) for ln in lines)
+        for ln in lines:
+            mine = flow[(flow["seed"] == ln["seed"]) & (flow["step"] == ln["step"])]
+            assert list(mine["lag"]) == ln["gradient_flow"]["lag"]
+            assert list(mine["log10_gain"]) == pytest.approx(ln["gradient_flow"]["log10_gain"])
+            gates = d.gates[(d.gates["trial"] == trial) & (d.gates["seed"] == ln["seed"])
+                            & (d.gates["step"] == ln["step"])]
+            want = ln["gates"]["gates"]
+            assert sorted(gates["gate"]) == sorted(want)
+            for _, row in gates.iterrows():
+                g = want[row["gate"]]
+                assert row["mean"] == pytest.approx(g["mean"])
+                assert row["saturation"] == pytest.approx(g["frac_low"] + g["frac_high"])
+        taus = d.timescales[d.timescales["trial"] == trial]
+        if trial == "cell-rnn":  # no gates, no memory time-scale
+            assert taus.empty and d.gates[d.gates["trial"] == trial].empty
+        else:
+            assert set(taus["keep_gate"]) == {"f"} and len(taus) == len(lines)
+            first = lines[0]["gates"]["timescale"]
+            row = taus[(taus["seed"] == lines[0]["seed"]) & (taus["step"] == lines[0]["step"])]
+            assert row["tau_median"].item() == pytest.approx(first["median"])

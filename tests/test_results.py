@@ -8,6 +8,7 @@ import shutil
 import sys
 
 import pytest
+import yaml
 
 import lstmjax as lj
 from lstmjax.experiment import load_config, read_metrics, run
@@ -56,8 +57,9 @@ def test_load_results_agrees_with_results_csv(finished):
 
 def test_load_metrics_agrees_with_metrics_jsonl(finished):
     df = lj.experiment.load_metrics(finished)
-    assert list(df.columns[:6]) == ["trial", "variant", "cell", "gap", "train.learning_rate",
-                                    "step"]
+    assert list(df.columns[:7]) == ["trial", "variant", "cell", "length", "gap",
+                                    "train.learning_rate", "step"]
+    assert (df["gap"] == df["length"]).all()  # gap: the old name, kept
     for name, lr in zip(TRIALS, (0.01, 0.02), strict=True):
         lines = read_metrics(finished / name / "metrics.jsonl")
         mine = df[df["trial"] == name]
@@ -83,6 +85,19 @@ def test_without_pandas_a_one_line_error(finished, monkeypatch):
     with pytest.raises(ModuleNotFoundError) as e:
         lj.experiment.load_results(finished)
     assert str(e.value) == (
-        "lstmjax.experiment.load_results/load_metrics need the optional package pandas: "
-        "pip install 'lstmjax[results]'"
+        "lstmjax.experiment.load_results/load_metrics/load_diagnostics need the optional "
+        "package pandas: pip install 'lstmjax[results]'"
     )
+
+
+def test_config_columns_hold_each_trials_stored_config(finished):
+    df = lj.experiment.load_results(finished, config=True)
+    for name in TRIALS:
+        stored = yaml.safe_load((finished / name / "config.yaml").read_text())
+        row = df[df["trial"] == name].iloc[0]
+        assert row["model.hidden_size"] == stored["model"]["hidden_size"]
+        assert row["train.batch_size"] == stored["train"]["batch_size"]
+        assert row["task.name"] == stored["task"]["name"]
+    metrics = lj.experiment.load_metrics(finished, config=True)
+    assert "train.optimizer" in metrics.columns and "train.optimizer" not in \
+        lj.experiment.load_metrics(finished).columns

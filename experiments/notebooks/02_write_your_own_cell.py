@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -40,6 +40,7 @@
 
 # %%
 import dataclasses
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -99,9 +100,10 @@ class JANETCell(lj.cells.Cell):
 
 
 # %% [markdown]
-# Registering gives it a name that `lj.cells.make`, the config files and the CLI list accept.
-# The registry refuses a name twice, so re-running this cell is guarded (to change the class,
-# restart the kernel).
+# Registering gives it a name that `lj.cells.make` and the experiment API accept in this
+# process. The registry refuses a name twice, so re-running this cell is guarded (to change
+# the class, restart the kernel). YAML configs and the CLI, which run in a new process, find
+# a cell through the module that registers it -- see the end of this section.
 
 # %%
 if "janet" not in lj.cells.names():
@@ -127,6 +129,31 @@ print("scan == equations:", np.allclose(c, c_BH, atol=1e-5))
 # It trains like any other cell: gradients flow through lj.scan.
 grads = jax.grad(lambda p: jnp.sum(lj.scan(janet, p, xs_BTD)[0][:, -1]))(params)
 print({k: float(jnp.linalg.norm(v)) for k, v in grads.items()})
+
+# %% [markdown]
+# **From YAML and the CLI.** A new process knows only the built-in cells, so put the class and
+# its `register` call in a module of yours and name the module in the config's `imports:` (or
+# `lstmjax run CONFIG --import MODULE`): it is imported before the config is validated, and
+# the run records it, so `--resume`, `lstmjax report`, `lstmjax diagnose` and
+# `lj.experiment.load_results` import it again. A package can instead declare its cells once
+# for every config, as an entry point in its `pyproject.toml`:
+# `[project.entry-points."lstmjax.cells"]` with `janet = "my_package.cells"`. Here, a
+# module that registers a forget-gate-peephole LSTM, and a YAML config that uses it:
+
+# %%
+module_dir = Path(tempfile.mkdtemp())
+(module_dir / "my_cells.py").write_text(
+    "import lstmjax as lj\n"
+    "lj.cells.register('peep_f', lj.cells.LSTMCell, 'LSTM, peephole on f', peepholes=('f',))\n"
+)
+(module_dir / "own.yaml").write_text(
+    "imports: [my_cells]\n"
+    "task: {name: adding, length: 40}\n"
+    "model: {cell: peep_f, hidden_size: 16}\n"
+)
+sys.path.insert(0, str(module_dir))  # in a shell: PYTHONPATH=DIR lstmjax run DIR/own.yaml
+yaml_cfg = lj.experiment.load_config(module_dir / "own.yaml")
+print(yaml_cfg.imports, yaml_cfg.model.cell, lj.cells.make("peep_f", 4).peepholes)
 
 # %% [markdown]
 # ## 2. Why it can bridge a gap: gradient flow and gates

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -30,11 +30,10 @@
 # solved fraction against the gap, the learning curves, and the gradient flow and gate
 # statistics recorded while training. To analyse your own run, set `run_dir` to it (e.g.
 # `runs/quickstart` after `make run`) and skip the cell that trains.
-# `lj.experiment.load_results` and `load_metrics` need pandas (`pip install
+# `lj.experiment.load_results`, `load_metrics` and `load_diagnostics` need pandas (`pip install
 # 'lstmjax[results]'`).
 
 # %%
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -150,41 +149,37 @@ plt.show()
 # %% [markdown]
 # ## 5. Gradient flow and gates while training
 #
-# Each line of a trial's `diagnostics.jsonl` is one (step, seed): `gradient_flow` has `lag`
-# and `log10_gain`, the log10 of the gain of $\partial s_T / \partial s_{T-k}$ against the
-# lag $k$ on a fixed batch of the trial's task (as `lj.diagnostics.gradient_flow`), and
-# `gates` has each gate's mean and saturation and the keep gate's memory time-scale
-# $\tau = -1/\ln f$ in steps (as `lj.diagnostics.gate_stats`; `None` for the gateless RNN).
-# Below: the gain across the gap at initialisation (dashed) and at the last recorded step
-# (solid), averaged over seeds.
+# `load_diagnostics` reads every trial's `diagnostics.jsonl` (one line per recorded step and
+# seed) into three tidy frames: `gradient_flow` has one row per lag $k$ with `log10_gain`, the
+# log10 of the gain of $\partial s_T / \partial s_{T-k}$ on a fixed batch of the trial's task
+# (as `lj.diagnostics.gradient_flow`); `gates` one row per gate with its mean and saturation;
+# `timescales` the quartiles of the keep gate's memory time-scale $\tau = -1/\ln f$ in steps
+# (as `lj.diagnostics.gate_stats`; no rows for the gateless RNN). Below: the gain across the
+# gap at initialisation (dashed) and at the last recorded step (solid), averaged over seeds.
 
 # %%
-def read_diagnostics(trial_dir):
-    return [json.loads(line) for line in (trial_dir / "diagnostics.jsonl").read_text().splitlines()]
-
+diag = lj.experiment.load_diagnostics(run_dir)
+flow = diag.gradient_flow
+print(flow.columns.tolist())
 
 fig, ax = plt.subplots(figsize=(6, 3.5))
 for k, trial in enumerate(trials):
-    lines = read_diagnostics(run_dir / trial)
-    steps = sorted({d["step"] for d in lines})
-    for step, style in ((steps[0], "--"), (steps[-1], "-")):
-        at = [d["gradient_flow"] for d in lines if d["step"] == step]
-        gain = np.mean([g["log10_gain"] for g in at], axis=0)
-        ax.plot(at[0]["lag"], gain, style, color=f"C{k}", label=f"{trial}, step {step}")
+    mine = flow[flow["trial"] == trial]
+    for step, style in ((mine["step"].min(), "--"), (mine["step"].max(), "-")):
+        gain = mine[mine["step"] == step].groupby("lag")["log10_gain"].mean()
+        ax.plot(gain.index, gain.values, style, color=f"C{k}", label=f"{trial}, step {step}")
 ax.set(xlabel="lag k (steps)", ylabel="log10 gain", title="Gradient flow across the gap")
 ax.legend(fontsize=7)
 plt.show()
 
 # %%
-for trial in trials:
-    for d in read_diagnostics(run_dir / trial):
-        g = d["gates"]
-        tau = g["timescale"]["median"] if g["timescale"] else None
-        means = {name: round(s["mean"], 2) for name, s in g["gates"].items()}
-        print(f"{trial:24s} step {d['step']:4d} seed {d['seed']}  "
-              f"gain at lag {d['gradient_flow']['lag'][-1]:2d}: "
-              f"{d['gradient_flow']['log10_gain'][-1]:6.2f}  median tau: "
-              f"{'-' if tau is None else f'{tau:5.1f}'}  gate means: {means or '-'}")
+at_longest_lag = flow.loc[flow.groupby(["trial", "step", "seed"])["lag"].idxmax()]
+table = at_longest_lag.merge(diag.timescales, how="left",
+                             on=["trial", "variant", "cell", "length", "seed", "step"])
+gate_means = diag.gates.pivot_table(index=["trial", "step", "seed"], columns="gate",
+                                    values="mean")
+print(table[["trial", "step", "seed", "lag", "log10_gain", "tau_median"]]
+      .join(gate_means.round(2), on=["trial", "step", "seed"]).to_string(index=False))
 
 # %% [markdown]
 # How to read it: a gain near 0 (a factor near 1) at the longest lag means a change of the

@@ -24,6 +24,7 @@ import functools
 import warnings
 from typing import Any
 
+from lstmjax._plugins import load_group
 from lstmjax._util import close_match, hashable
 from lstmjax.cells._base import Cell
 from lstmjax.cells.elman import ElmanCell
@@ -59,7 +60,11 @@ _REGISTRY: dict[str, _Entry] = {}
 
 
 def register(name: str, cls: type, summary: str, **preset) -> None:
-    """Add a named cell: ``make(name, H, **opts)`` is ``cls(H, **{**preset, **opts})``."""
+    """Add a named cell: ``make(name, H, **opts)`` is ``cls(H, **{**preset, **opts})``.
+    Other packages register theirs through the entry-point group ``lstmjax.cells``
+    (:mod:`lstmjax._plugins`) or a config's ``imports:``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"cell name {name!r} must be a non-empty string")
     if name in _REGISTRY:
         raise ValueError(f"cell {name!r} is already registered")
     _REGISTRY[name] = _Entry(cls, dict(preset), summary)
@@ -110,7 +115,8 @@ register(
 
 
 def names() -> list[str]:
-    """Registered cell names, sorted."""
+    """Registered cell names (entry-point plugins included), sorted."""
+    load_group("lstmjax.cells")
     return sorted(_REGISTRY)
 
 
@@ -120,6 +126,11 @@ def _did_you_mean(word: str, choices) -> str:
 
 
 def _entry(name: str) -> _Entry:
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        pass
+    load_group("lstmjax.cells")
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
@@ -182,7 +193,7 @@ def describe() -> list[dict[str, Any]]:
     """One dict per registered cell: name, class, preset options and a one-line summary."""
     return [
         {"name": n, "class": e.cls.__name__, "preset": dict(e.preset), "summary": e.summary}
-        for n, e in sorted(_REGISTRY.items())
+        for n, e in ((n, _REGISTRY[n]) for n in names())
     ]
 
 

@@ -18,7 +18,9 @@ custom-VJP loop (identical semantics) when it covers the call.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import numbers
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import jax
@@ -29,7 +31,7 @@ from lstmjax.activations import ACTIVATIONS, GATE_FNS
 
 __all__ = [
     "ACTIVATIONS", "GATE_FNS", "DTYPES", "Cell", "choose", "check_positive_int",
-    "check_option_type", "tree_where",
+    "check_option_type", "check_params", "tree_where",
 ]  # fmt: skip
 
 Params = dict[str, Any]
@@ -84,6 +86,77 @@ def check_option_type(cls_name: str, field: dataclasses.Field, value) -> None:
 def tree_where(cond_B, new, old):
     """Per-example select of two carries: ``cond_B`` has the batch shape, leaves ``[*B, X]``."""
     return jax.tree.map(lambda a, b: jnp.where(cond_B[..., None], a, b), new, old)
+
+
+def cell_repr(cell) -> str:
+    """``LSTMCell(hidden_size=8, proj_size=3)``: the class and its non-default fields."""
+    shown = [f"hidden_size={cell.hidden_size}"] + [
+        f"{f.name}={getattr(cell, f.name)!r}"
+        for f in dataclasses.fields(cell)
+        if f.name != "hidden_size" and f.default is not dataclasses.MISSING
+        and getattr(cell, f.name) != f.default
+    ]
+    return f"{type(cell).__name__}({', '.join(shown)})"
+
+
+@functools.lru_cache(maxsize=256)
+def _expected_shapes(cell, input_size: int) -> dict:
+    """``{key: shape}`` of ``cell.init(key, input_size)``, traced abstractly (no FLOPs)."""
+    tree = jax.eval_shape(lambda key: cell.init(key, input_size), jax.random.PRNGKey(0))
+    return {k: tuple(v.shape) for k, v in tree.items()}
+
+
+def _expected(cell, input_size: int) -> dict:
+    try:
+        return _expected_shapes(cell, input_size)
+    except TypeError:  # an unhashable (user-defined) cell: no cache
+        return _expected_shapes.__wrapped__(cell, input_size)
+
+
+def check_params(cell, params, input_size: int | None, who: str) -> None:
+    """Raise unless ``params`` has the keys and shapes ``cell.init(key, input_size)`` gives.
+
+    ``input_size`` is the width of the inputs the params are about to meet; None reads it
+    off ``params["W_x"]`` (for ``step``/``recur``, whose input width the params define), and
+    without a 2-D ``W_x`` only the shapes that do not depend on it are compared.
+    A one-line error naming every bad key and its expected shape. Dtypes are not
+    compared (params in another float dtype are legal). Only shapes are read, so
+    under ``jit`` this runs once, at trace time, and adds nothing to the program.
+    """
+    head = f"{who} for {cell_repr(cell)}"
+    if not isinstance(params, Mapping):
+        got = "None" if params is None else type(params).__name__
+        raise TypeError(
+            f"{head}: expected a dict of arrays as returned by cell.init(key, input_size); "
+            f"got {got}"
+        )
+    for k, v in params.items():
+        if not hasattr(v, "shape"):
+            raise TypeError(f"{head}: key {k!r} is a {type(v).__name__}, not an array")
+    if input_size is None and len(getattr(params.get("W_x"), "shape", ())) == 2:
+        input_size = int(params["W_x"].shape[0])
+    if input_size is None:  # keep only the shapes no input width changes (None: any)
+        one, two = _expected(cell, 1), _expected(cell, 2)
+        expected = {k: shape if shape == two[k] else None for k, shape in one.items()}
+    else:
+        expected = _expected(cell, input_size)
+    problems = [
+        f"missing key {k!r} (expected shape {shape})"
+        for k, shape in expected.items() if k not in params
+    ] + [
+        f"key {k!r} has shape {tuple(params[k].shape)}; expected {shape}"
+        + (f" (input width {input_size})" if k == "W_x" else "")
+        for k, shape in expected.items()
+        if k in params and shape is not None and tuple(params[k].shape) != shape
+    ] + [
+        f"unexpected key {k!r} (shape {tuple(params[k].shape)}); "
+        f"expected keys {', '.join(sorted(expected))}"
+        for k in params if k not in expected
+    ]  # fmt: skip
+    if problems:
+        if any(p.startswith("missing") for p in problems):
+            problems[-1] += f"; got keys {', '.join(sorted(map(str, params)))}"
+        raise ValueError(f"{head}: {'; '.join(problems)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,8 +267,22 @@ class Cell:
         return (x_ND @ W_x).reshape(*x.shape[:-1], W_x.shape[1])
 
     def recur(self, params: Params, carry: Carry, xp):
-        """One recurrent update from a projected input ``xp [*, P]``: ``(carry, y)``."""
+        """One recurrent update from a projected input ``xp [*, P]``: ``(carry, y)``.
+
+        A family's ``recur`` starts with :meth:`_check_recur` (params of another cell or
+        size, or an ``xp`` of the wrong width, are a one-line error at trace time)."""
         raise NotImplementedError
+
+    def _check_recur(self, params: Params, xp, who: str = "recur") -> None:
+        """Raise a one-line error unless ``params`` are this cell's (as ``cell.init`` gives
+        them) and ``xp`` is ``projection_size`` wide. Shapes only: trace time, no cost in the
+        compiled program."""
+        check_params(self, params, None, f"{type(self).__name__}.{who}: params")
+        if xp.shape[-1] != self.projection_size:
+            raise ValueError(
+                f"{type(self).__name__}.{who}: xp has shape {tuple(xp.shape)}; expected "
+                f"[..., {self.projection_size}] (cell.project(params, x) of this cell)"
+            )
 
     def constrain(self, params: Params) -> Params:
         """Project ``params`` back onto the cell's feasible set; the training loop calls it
@@ -204,7 +291,12 @@ class Cell:
         return params
 
     def step(self, params: Params, carry: Carry, x):
-        """``(carry, y) = recur(params, carry, project(params, x))`` for ``x [*batch, D]``."""
+        """``(carry, y) = recur(params, carry, project(params, x))`` for ``x [*batch, D]``.
+
+        ``params`` must be what ``cell.init(key, D)`` returns (keys and shapes): another
+        cell's params, or a different hidden size, is a one-line ``ValueError`` naming the
+        keys, raised at trace time (shape checks only; nothing is added under ``jit``)."""
+        check_params(self, params, None, f"{type(self).__name__}.step: params")
         return self.recur(params, carry, self.project(params, x))
 
     # ---- gates (read by lstmjax.diagnostics) ----------------------------------------

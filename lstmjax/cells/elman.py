@@ -43,6 +43,7 @@ class ElmanCell(Cell):
         return params
 
     def recur(self, params, carry, xp):
+        self._check_recur(params, xp)
         h = ACTIVATIONS[self.activation](xp + carry @ params["W_h"])
         return h, h
 

@@ -67,6 +67,7 @@ class GRUCell(Cell):
         return params
 
     def recur(self, params, h, xp):
+        self._check_recur(params, xp)
         h_new, _ = self._recur_gates(params, h, xp)
         return h_new, h_new
 
@@ -160,6 +161,7 @@ class MGUCell(Cell):
         return params
 
     def recur(self, params, h, xp):
+        self._check_recur(params, xp)
         h_new, _ = self._recur_gates(params, h, xp)
         return h_new, h_new
 

@@ -81,6 +81,7 @@ class IndRNNCell(Cell):
         return {**params, "u": jnp.clip(params["u"], -self.bound, self.bound)}
 
     def recur(self, params, h, xp):
+        self._check_recur(params, xp)
         h_new = ACTIVATIONS[self.activation](xp + params["u"] * h)
         return h_new, h_new
 

@@ -184,6 +184,7 @@ class LSTMCell(Cell):
 
     # ---- step --------------------------------------------------------------------
     def recur(self, params, carry, xp):
+        self._check_recur(params, xp)
         new_carry, h_new, _ = self._recur_gates(params, carry, xp)
         return new_carry, h_new
 

@@ -112,6 +112,7 @@ class LNLSTMCell(_LNCell):
         return (z, z)
 
     def recur(self, params, carry, xp):
+        self._check_recur(params, xp)
         new_carry, h_new, _ = self._recur_gates(params, carry, xp)
         return new_carry, h_new
 
@@ -192,6 +193,7 @@ class LNGRUCell(_LNCell):
         return params
 
     def recur(self, params, h, xp):
+        self._check_recur(params, xp)
         h_new, _ = self._recur_gates(params, h, xp)
         return h_new, h_new
 

@@ -185,6 +185,7 @@ class _MinCell(Cell):
         raise NotImplementedError
 
     def recur(self, params, carry, xp):
+        self._check_recur(params, xp)
         a, b = self.coefficients(xp)
         h = a * carry + b
         return h, h
@@ -408,6 +409,7 @@ class LRUCell(Cell):
         return h_re @ params["C_re"] - h_im @ params["C_im"] + skip
 
     def recur(self, params, carry, xp):
+        self._check_recur(params, xp)
         h_re, h_im = carry
         l_re, l_im = self._lambda(params)
         b_re, b_im, skip = self._split(xp)

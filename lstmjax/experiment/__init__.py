@@ -23,7 +23,7 @@ from lstmjax.experiment import report  # the module; calling it is a deprecated 
 from lstmjax.experiment.api import run
 from lstmjax.experiment.config import ConfigError, ExperimentConfig, from_dict, load_config
 from lstmjax.experiment.report import write_report
-from lstmjax.experiment.results import load_metrics, load_results
+from lstmjax.experiment.results import load_diagnostics, load_metrics, load_results
 from lstmjax.experiment.rundir import RunError, load_run_config, read_metrics
 from lstmjax.experiment.summary import SeedResult, TrialSummary
 from lstmjax.experiment.sweep import Trial, expand
@@ -38,6 +38,7 @@ __all__ = [
     "expand",
     "from_dict",
     "load_config",
+    "load_diagnostics",
     "load_metrics",
     "load_results",
     "load_run_config",

@@ -165,25 +165,24 @@ def to_dict(cfg: BaseModel) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
+                imports: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """Read a YAML experiment file, apply ``key=value`` overrides, validate.
+    ``imports``: modules imported first, added to the config's own ``imports:`` (and so
+    recorded in the run); ``lstmjax run --import MODULE``.
 
     Override values are read as YAML (``3e-4``, ``[lstm, gru]``, ``{}``); ``sweep.<key>=[...]``
     sets a sweep entry, and overriding a swept key (``model.cell=lstm``) pins it, removing it
     from the sweep. ``name`` defaults to the file's stem. Raises :class:`ConfigError`.
     """
-    return load_experiment(path, overrides)[0]
+    return load_experiment(path, overrides, imports=imports)[0]
 
 
-def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()
+def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
+                    imports: list[str] | tuple[str, ...] = ()
                     ) -> tuple[ExperimentConfig, list[Trial]]:
     """:func:`load_config` and the trials it validated (``expand(cfg)``: the sweep expanded
-    once, to be passed along instead of expanded again).
-
-    Override values are read as YAML (``3e-4``, ``[lstm, gru]``, ``{}``); ``sweep.<key>=[...]``
-    sets a sweep entry, and overriding a swept key (``model.cell=lstm``) pins it, removing it
-    from the sweep. ``name`` defaults to the file's stem. Raises :class:`ConfigError`.
-    """
+    once, to be passed along instead of expanded again)."""
     path = Path(path)
     text = _read_config_file(path)
     raw = _parse_yaml(text, str(path))
@@ -197,6 +196,11 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     derived = "name" not in raw
     raw.setdefault("name", path.stem)
     raw = apply_overrides(raw, overrides)
+    if imports:
+        own = raw.get("imports") or []
+        own = [own] if isinstance(own, str) else list(own) if isinstance(own, list) else own
+        if isinstance(own, list):
+            raw["imports"] = own + [m for m in imports if m not in own]
     try:
         return load_trials(raw)
     except ConfigError as e:

@@ -120,7 +120,8 @@ def run_trials(
     result: dict[str, Any] = {"name": cfg.name, "run_dir": str(run_dir),
                               "devices": [f"{d.platform}:{d.id}" for d in chosen],
                               "process": rank, "processes": nproc}
-    with RunLock(run_dir, force=force_unlock) if rank == 0 else contextlib.nullcontext():
+    with (RunLock(run_dir, force=force_unlock) if rank == 0 else contextlib.nullcontext()
+          ) as lock, hosts.running(lock):  # a lost process (hosts.join's watch) frees it too
         if rank == 0:
             prepare(run_dir, to_dict(cfg))
         hosts.clear_markers(run_dir, rank)
@@ -153,8 +154,11 @@ def _gather(cfg, run_dir: Path, trials, failures: list, result: dict):
     rank, nproc = hosts.rank_and_count()
     if rank != 0:
         hosts.write_done(run_dir, rank, failures)
+        hosts.wait_collected(run_dir, rank)  # still watched (and watching) until gathered
+        hosts.stop_watching()
         return None, failures
     failures = failures + hosts.wait_for_all(run_dir, nproc)
+    hosts.stop_watching()
     whole = search.replay(cfg, run_dir, trials)
     result.update(whole.extra)
     return whole.summaries, failures

@@ -7,7 +7,11 @@ seeds solved / seeds, median steps to solve and median final loss / chance loss;
 solved fraction vs gap per variant. Finished trials are read from their ``summary.json`` (a
 :class:`~lstmjax.experiment.summary.TrialSummary`, whose statistics the runner computed) and
 ``metrics.jsonl``; unfinished ones show as ``running``. The definitions of solved, steps to
-solve and final loss are in :mod:`lstmjax.experiment.summary`.
+solve and final loss are in :mod:`lstmjax.experiment.summary`. A run, or a gap frontier's
+search, that has not finished is called incomplete in the finding (``frontier.csv``: the
+``complete`` column), with the command that resumes it; nothing beyond its finished trials is
+claimed. The plots draw at most :data:`MAX_VARIANTS` variants (the best), with all of them in
+``plots/all_variants.png``; the tables always list every trial.
 
 Calling the module, ``lj.experiment.report(run_dir)``, is a deprecated alias of
 :func:`write_report`.
@@ -19,6 +23,7 @@ import csv
 import io
 import math
 import os
+import shlex
 import sys
 import types
 import warnings
@@ -28,6 +33,7 @@ from typing import Any
 from lstmjax._io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from lstmjax.experiment import search
 from lstmjax.experiment.rundir import (
+    CONFIG_FILE,
     DIAGNOSTICS_FILE,
     FRONTIER_FILE,
     METRICS_FILE,
@@ -57,6 +63,15 @@ RESULT_COLUMNS = [
     "final_loss", "final_accuracy", "chance_loss", "diverged", "diverged_step", "steps_trained",
     "blew_up",
 ]  # fmt: skip
+
+# A report draws in proportion to what a reader can see, not to the run's size: at most
+# MAX_VARIANTS variants per figure (lines, or panels of the learning curves) -- the best ones,
+# by _ranked_variants -- and all of them summarised in all_variants.png; a learning-curve panel
+# draws at most MAX_CURVES curves (gaps evenly spread, then seeds); the finding names at most
+# MAX_VARIANTS variants. The tables list every trial.
+MAX_VARIANTS = 12
+MAX_CURVES = 16
+MAX_GAPS = 4  # per variant in the length-generalisation plot (one line style each)
 
 
 def write_report(
@@ -93,8 +108,9 @@ def write_report(
         plot_paths = (_plots(dest, trials, cfg, frontier_rows, fc) if plots
                       else _existing_plots(dest))
         table = headline_table(trials)
-        atomic_write_text(dest / REPORT_FILE,
-                          _markdown(cfg, trials, table, plot_paths, dest, frontier_rows, fc))
+        found_text = finding(cfg, trials, frontier_rows, run_dir, fc)
+        atomic_write_text(dest / REPORT_FILE, _markdown(cfg, trials, table, plot_paths, dest,
+                                                        frontier_rows, found_text, fc))
     except OSError as e:
         raise RunError(
             f"{dest}: cannot write the report ({e.strerror or e}); "
@@ -102,7 +118,7 @@ def write_report(
         ) from None
     out = {
         "table": table,
-        "finding": finding(cfg, trials, frontier_rows, fc),
+        "finding": found_text,
         "report": str(dest / REPORT_FILE),
         "results": str(dest / RESULTS_FILE),
         "plots": [str(p) for p in plot_paths],
@@ -129,16 +145,22 @@ def _frontier_csv(rows: list[dict]) -> str:
 
 
 def frontier_table(rows: list[dict], fc: FrontierConfig) -> str:
-    """Markdown: per variant the largest gap solved and the smallest gap not solved
-    (``fc``: the frontier's settings)."""
-    lines = ["| variant | largest gap solved | smallest gap not solved | probes |",
-             "|:--|--:|--:|--:|"]
+    """Markdown: per variant the largest gap solved and the smallest gap not solved, and whether
+    its search is complete (an incomplete search's bounds are only what is known so far);
+    ``fc``: the frontier's settings."""
+    lines = ["| variant | largest gap solved | smallest gap not solved | probes | search |",
+             "|:--|--:|--:|--:|:--|"]
     for r in rows:
-        largest = r["largest_solved"] if r["largest_solved"] is not None else f"< {fc.start}"
-        smallest = (r["smallest_unsolved"] if r["smallest_unsolved"] is not None
-                    else f"> {fc.max} (max)")
-        running = "" if r["complete"] else " (search running)"
-        lines.append(f"| {r['variant']} | {largest}{running} | {smallest} | {r['probes']} |")
+        largest, smallest = r["largest_solved"], r["smallest_unsolved"]
+        if r["complete"]:
+            largest = largest if largest is not None else f"< {fc.start}"
+            smallest = smallest if smallest is not None else f"> {fc.max} (max)"
+            state = "complete"
+        else:  # nothing is claimed beyond the probes that finished
+            largest = largest if largest is not None else "–"
+            smallest = smallest if smallest is not None else "–"
+            state = "incomplete"
+        lines.append(f"| {r['variant']} | {largest} | {smallest} | {r['probes']} | {state} |")
     return "\n".join(lines) + "\n"
 
 
@@ -162,36 +184,84 @@ def _largest_solved_in_grid(trials: list[dict]) -> dict[str, tuple]:
 
 
 def finding(cfg, trials: list[dict], frontier_rows: list[dict] | None,
-            fc: FrontierConfig | None = None) -> str:
+            run_dir: str | os.PathLike | None = None, fc: FrontierConfig | None = None) -> str:
     """One sentence stating the result, generated from the numbers: which variant bridges the
-    longest gap, and where the others stop (``fc``: a frontier's settings, with its rows)."""
+    longest gap, and where the others stop. A run or a frontier search that has not finished
+    says so ("incomplete", with the command that resumes it, for ``run_dir``) and claims
+    nothing beyond what its finished trials show. ``fc``: a frontier's settings, with its
+    rows."""
     if frontier_rows is not None:
         per = {r["variant"]: (r["largest_solved"], r["smallest_unsolved"]) for r in frontier_rows}
+        running = [r["variant"] for r in frontier_rows if not r["complete"]]
         lo, hi = fc.start, fc.max
+        done = sum(r["probes"] for r in frontier_rows)
+        note = (f"The search is incomplete: {done} probe{'s' if done != 1 else ''} finished, "
+                f"{len(running)} pending (unfinished: {_names(running)}); resume with "
+                f"{_resume_command(run_dir)}." if running else "")
+        if not done:
+            return f"On {cfg.task.name} no probe of the gap frontier has finished yet. {note}"
     else:
         per = {v: (a, b) for v, (a, b, _) in _largest_solved_in_grid(trials).items()}
+        running = {t["variant"] for t in trials if t["summary"] is None}
+        finished = sum(t["summary"] is not None for t in trials)
+        note = (f"The run is incomplete: {finished} of {len(trials)} trials finished; resume "
+                f"with {_resume_command(run_dir)}." if running else "")
         gaps = [t["gap"] for t in trials if t["summary"] is not None]
         if not gaps:
-            return "No trial has finished yet."
+            return " ".join(x for x in ("No trial has finished yet.", note) if x)
         lo, hi = min(gaps), max(gaps)
+        per = {v: per[v] for v in per if per[v][0] is not None or per[v][1] is not None
+               or v not in running}  # a variant with nothing finished says nothing
 
     def where(v):
         largest, smallest = per[v]
+        if v in running and frontier_rows is not None:  # an unfinished search: no verdict
+            if largest is None:
+                return f"{v} has no finished probe yet"
+            if smallest is None:
+                return f"{v} solves gaps up to {largest} so far"
+            return f"{v} solves gaps up to {largest} so far, not {smallest} (still bisecting)"
+        so_far = " so far" if v in running else ""
         if largest is None:
-            return f"{v} solves no gap (not even {lo})"
+            return f"{v} solves no gap{so_far} (not even {lo})"
         if smallest is None:
-            return f"{v} solves every gap up to {largest}"
+            return f"{v} solves every gap up to {largest}{so_far}"
         return f"{v} solves gaps up to {largest} and fails at {smallest}"
 
     ranked = sorted(per, key=lambda v: -1 if per[v][0] is None else per[v][0], reverse=True)
+    parts = [where(v) for v in ranked[:MAX_VARIANTS]]  # one sentence, however many variants
+    if len(ranked) > MAX_VARIANTS:
+        parts.append(f"{len(ranked) - MAX_VARIANTS} more variants in the tables")
+    if not ranked or per[ranked[0]][0] is None:
+        if not running:
+            span = f"gap {lo}" if lo == hi else f"gap from {lo} to {hi}"
+            return f"On {cfg.task.name} no variant solves any {span}."
+        head = (f"On {cfg.task.name} no variant has solved a gap yet"
+                + (": " + "; ".join(parts) if parts else "") + ".")
+        return f"{head} {note}"
     best = [v for v in ranked if per[v][0] == per[ranked[0]][0]]
-    parts = [where(v) for v in ranked]
-    if per[ranked[0]][0] is None:
-        span = f"gap {lo}" if lo == hi else f"gap from {lo} to {hi}"
-        return f"On {cfg.task.name} no variant solves any {span}."
-    lead = (f"{' and '.join(best)} bridge{'s' if len(best) == 1 else ''} the longest gap"
+    lead = (f"{_names(best)} bridge{'s' if len(best) == 1 else ''} the longest gap"
             f" ({per[best[0]][0]})")
-    return f"On {cfg.task.name}, {lead}: " + "; ".join(parts) + "."
+    so_far = "so far " if running else ""
+    text = f"On {cfg.task.name}, {so_far}{lead}: " + "; ".join(parts) + "."
+    return f"{text} {note}" if note else text
+
+
+def _names(names: list[str], most: int = 6) -> str:
+    """``a and b``; ``a, b, c and d``; past ``most`` names: ``a, ..., f and 60 more``."""
+    if len(names) > most:
+        return f"{', '.join(names[:most])} and {len(names) - most} more"
+    return " and ".join(names) if len(names) <= 2 else (
+        f"{', '.join(names[:-1])} and {names[-1]}")
+
+
+def _resume_command(run_dir) -> str:
+    """The command that resumes the run in ``run_dir`` (its own stored config)."""
+    if run_dir is None:
+        return "`lstmjax run CONFIG --out RUN_DIR --resume`"
+    run_dir = os.fspath(run_dir)
+    config = shlex.quote(os.path.join(run_dir, CONFIG_FILE))
+    return f"`lstmjax run {config} --out {shlex.quote(run_dir)} --resume`"
 
 
 def _check_destination(run_dir: Path, dest: Path, elsewhere: bool) -> None:
@@ -229,8 +299,8 @@ def collect_with_columns(run_dir: Path):
 
 def _collect(run_dir: Path, cfg=None, trials=None):
     """(config, trial dicts, the :class:`~lstmjax.experiment.search.Replay` of the run)."""
-    if cfg is None or trials is None:
-        cfg, trials = load_run_config(run_dir), None
+    if cfg is None or trials is None:  # reading needs no registered cell
+        cfg, trials = load_run_config(run_dir, registered=False), None
     found = search.replay(cfg, run_dir, trials)
     out = []
     for trial, _, damage in found.entries:
@@ -347,11 +417,13 @@ def _trials_table(trials: list[dict]) -> str:
 
 
 def _markdown(cfg, trials, table: str, plot_paths: list[Path], run_dir: Path,
-              frontier_rows=None, fc=None) -> str:
+              frontier_rows=None, found_text: str | None = None, fc=None) -> str:
     tc = cfg.train
     finished = sum(t["summary"] is not None for t in trials)
     lr = format_value(tc.learning_rate)
-    top = [f"**Finding.** {finding(cfg, trials, frontier_rows, fc)}\n"]
+    if found_text is None:
+        found_text = finding(cfg, trials, frontier_rows, fc=fc)
+    top = [f"**Finding.** {found_text}\n"]
     if frontier_rows is not None:
         top += [
             "## Largest gap solved\n",
@@ -391,6 +463,9 @@ def _markdown(cfg, trials, table: str, plot_paths: list[Path], run_dir: Path,
         parts.append("".join(f"- {d}\n" for d in damaged))
     if plot_paths:
         parts.append("## Plots\n")
+        note = _plots_note(trials, plot_paths, frontier_rows)
+        if note:
+            parts.append(note + "\n")
         for p in plot_paths:
             parts.append(f"![{p.stem.replace('_', ' ')}]({p.relative_to(run_dir).as_posix()})\n")
     return "\n".join(parts)
@@ -406,7 +481,7 @@ def length_table(trials: list[dict]) -> str:
         return ""
     lengths = sorted({e["length"] for t in rows for e in t["summary"].length_eval})
     lines = ["| variant | trained at | " + " | ".join(f"gap {n}" for n in lengths) + " |",
-             "|:--|--:|" + "|:--" * len(lengths) + "|"]
+             "|:--|--:" + "|:--" * len(lengths) + "|"]
     for t in rows:
         by = {e["length"]: e for e in t["summary"].length_eval}
         cells = []
@@ -429,9 +504,12 @@ def _length_plot(trials: list[dict], cfg):
     rows = [t for t in trials if t["summary"].length_eval]
     variants = list(dict.fromkeys(t["variant"] for t in rows))
     styles = ["-", "--", ":", "-."]
+    drawn = {v: _spread(sorted({t["gap"] for t in rows if t["variant"] == v}), MAX_GAPS)
+             for v in variants}
+    rows = [t for t in rows if t["gap"] in drawn[t["variant"]]]
     for t in rows:
         i = variants.index(t["variant"])
-        gaps = sorted({r["gap"] for r in rows if r["variant"] == t["variant"]})
+        gaps = drawn[t["variant"]]
         pts = sorted((e["length"], statistics.median(e["accuracy"]))
                      for e in t["summary"].length_eval)
         color = f"C{i % 10}"
@@ -474,7 +552,8 @@ def _csv(v: Any) -> Any:
 
 
 PLOTS = ("solved_vs_gap.png", "learning_curves.png", "frontier.png", "gradient_flow.png",
-         "gates.png", "length_generalisation.png")
+         "gates.png", "length_generalisation.png", "all_variants.png")
+SUMMARY_PLOT = PLOTS[6]
 
 
 def _plots(run_dir: Path, trials: list[dict], cfg, frontier_rows=None, fc=None) -> list[Path]:
@@ -483,23 +562,150 @@ def _plots(run_dir: Path, trials: list[dict], cfg, frontier_rows=None, fc=None) 
         return []
     plots = run_dir / PLOTS_DIR
     remove_stale_temporaries(plots, PLOTS)
+    ranked = _ranked_variants(done, frontier_rows)
+    shown = set(ranked[:MAX_VARIANTS])
+    few = [t for t in done if t["variant"] in shown]
     paths = [plots / name for name in PLOTS[:2]]
-    _save(_solved_vs_gap(done, cfg), paths[0])
-    _save(_learning_curves(done, cfg), paths[1])
+    _save(_solved_vs_gap(few, cfg), paths[0])
+    _save(_learning_curves(few, cfg), paths[1])
     if frontier_rows is not None:
         paths.append(plots / PLOTS[2])
-        _save(_frontier_plot(done, cfg, frontier_rows, fc), paths[-1])
-    if any(t["summary"].length_eval for t in done):
+        _save(_frontier_plot(few, cfg, [r for r in frontier_rows if r["variant"] in shown], fc),
+              paths[-1])
+    if any(t["summary"].length_eval for t in few):
         paths.append(plots / PLOTS[5])
-        _save(_length_plot(done, cfg), paths[-1])
-    chosen = _diagnosed(done)
+        _save(_length_plot(few, cfg), paths[-1])
+    chosen = _diagnosed(few)
     if chosen:
         paths.append(plots / PLOTS[3])
         _save(_gradient_flow_plot(chosen, cfg), paths[-1])
         if any(_gate_series(t) for t in chosen):
             paths.append(plots / PLOTS[4])
             _save(_gates_plot(chosen, cfg), paths[-1])
+    summary = plots / SUMMARY_PLOT
+    if len(ranked) > MAX_VARIANTS:
+        paths.append(summary)
+        _save(_all_variants_plot(done, cfg, shown), summary)
+    elif summary.is_file() and not summary.is_symlink():
+        summary.unlink()  # from an earlier report of more variants: it no longer applies
     return paths
+
+
+def _ranked_variants(done: list[dict], frontier_rows=None) -> list[str]:
+    """The variants with finished trials, best first: by the largest gap solved (a frontier),
+    else by the mean solved fraction over their trials, then the lowest median final loss ÷
+    chance; ties in the order of the run."""
+    import statistics
+
+    order = {v: i for i, v in enumerate(dict.fromkeys(t["variant"] for t in done))}
+    if frontier_rows is not None:
+        largest = {r["variant"]: r["largest_solved"] for r in frontier_rows}
+    by: dict[str, list] = {v: [] for v in order}
+    for t in done:
+        by[t["variant"]].append(t["summary"])
+
+    def key(v):
+        ratios = [s.median_final_loss / s.chance_loss for s in by[v]
+                  if s.median_final_loss is not None and s.chance_loss]
+        loss = statistics.median(ratios) if ratios else math.inf
+        loss = math.inf if math.isnan(loss) else loss
+        solved = statistics.fmean(s.solved_fraction for s in by[v])
+        if frontier_rows is not None:
+            solved = -1 if largest.get(v) is None else largest[v]
+        return (-solved, loss, order[v])
+
+    return sorted(order, key=key)
+
+
+def _plots_note(trials: list[dict], plot_paths: list[Path], frontier_rows=None) -> str:
+    """What the plots leave out of a large run (empty when they draw everything)."""
+    done = [t for t in trials if t["summary"] is not None]
+    n = len(dict.fromkeys(t["variant"] for t in done))
+    notes = []
+    if n > MAX_VARIANTS:
+        how = ("largest gap solved" if frontier_rows is not None else
+               "mean solved fraction, then median final loss ÷ chance")
+        summary = next((p for p in plot_paths if p.name == SUMMARY_PLOT), None)
+        notes.append(f"The plots draw {MAX_VARIANTS} of {n} variants, the best by {how}"
+                     + (f"; `{PLOTS_DIR}/{SUMMARY_PLOT}` summarises all {n}" if summary else "")
+                     + "; the tables above list every trial.")
+    owns = [[t for t in done if t["variant"] == v]
+            for v in _ranked_variants(done, frontier_rows)[:MAX_VARIANTS]]
+    if any(sum(len(t["summary"].seeds) for t in own) > len(_curves(own)) for own in owns):
+        notes.append(f"A learning-curve panel draws at most {MAX_CURVES} curves (gaps evenly "
+                     "spread, then the first seeds of each).")
+    return " ".join(notes)
+
+
+def _spread(items: list, k: int) -> list:
+    """At most ``k`` of ``items``, evenly spread, the first and the last included."""
+    if len(items) <= k:
+        return list(items)
+    if k == 1:
+        return [items[-1]]
+    return [items[round(i * (len(items) - 1) / (k - 1))] for i in range(k)]
+
+
+def _curves(trials: list[dict]) -> list[tuple[dict, int, int]]:
+    """The (trial, seed, k-th seed of it) curves one learning-curve panel draws: at most
+    :data:`MAX_CURVES`, the gaps evenly spread, then each gap's first seeds."""
+    by_gap = {t["gap"]: t for t in sorted(trials, key=lambda t: t["gap"])}
+    gaps = _spread(list(by_gap), MAX_CURVES)
+    per = max(1, MAX_CURVES // len(gaps)) if gaps else 0
+    return [(by_gap[g], seed, k) for g in gaps
+            for k, seed in enumerate(by_gap[g]["summary"].seeds[:per])]
+
+
+def _all_variants_plot(trials: list[dict], cfg, shown: set[str]):
+    """Every finished trial of a run with more variants than the other plots draw: solved
+    fraction vs gap (one point per trial; the drawn variants' points ringed) and the spread of
+    median final loss ÷ chance -- each panel a fixed number of artists, however many trials."""
+    import numpy as np
+
+    fig = _figure(11.0, 4.0)
+    left, right = fig.subplots(1, 2)
+    variants = len(dict.fromkeys(t["variant"] for t in trials))
+    gaps = np.array([t["gap"] for t in trials], float)
+    frac = np.array([t["summary"].solved_fraction for t in trials], float)
+    best = np.array([t["variant"] in shown for t in trials])
+    left.scatter(gaps, frac, s=8, color="C0", alpha=0.25, lw=0, label="a trial")
+    left.scatter(gaps[best], frac[best], s=30, facecolors="none", edgecolors="C3", lw=0.8,
+                 label=f"the {len(shown)} variants drawn in the other plots")
+    levels = sorted(set(gaps.tolist()))
+    left.plot(levels, [float(np.median(frac[gaps == g])) for g in levels], color="black",
+              lw=1.2, label="median over variants")
+    if len(levels) > 1 and min(levels) > 0:
+        left.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    left.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    left.xaxis.set_minor_formatter(NullFormatter())
+    if len(levels) <= 12:
+        left.set_xticks(levels, [f"{g:g}" for g in levels])
+    left.set_ylim(-0.07, 1.07)
+    left.set_xlabel("gap")
+    left.set_ylabel("fraction of seeds solved")
+    left.set_title("solved fraction, every trial", fontsize="medium")
+    left.grid(alpha=0.3)
+    left.legend(fontsize="x-small")
+    ratios = np.array([t["summary"].median_final_loss / t["summary"].chance_loss
+                       for t in trials if t["summary"].median_final_loss is not None
+                       and t["summary"].chance_loss], float)
+    ratios = ratios[np.isfinite(ratios) & (ratios > 0)]
+    if ratios.size:
+        lo, hi = ratios.min(), ratios.max()
+        bins = np.geomspace(lo, hi * 1.0001, 31) if hi > lo else 10
+        right.hist(ratios, bins=bins, color="C0", alpha=0.8)
+        if hi > lo:
+            right.set_xscale("log")
+        right.axvline(1.0, color="black", ls="--", lw=1)
+    right.set_xlabel("median final loss ÷ chance (dashed: chance)")
+    right.set_ylabel("trials")
+    right.set_title("final loss, every trial", fontsize="medium")
+    right.grid(alpha=0.3)
+    fig.suptitle(f"{cfg.name}: all {variants} variants, {len(trials)} finished trials "
+                 f"({cfg.task.name})")
+    return fig
 
 
 def _diagnosed(trials: list[dict]) -> list[dict]:
@@ -645,7 +851,8 @@ def _solved_vs_gap(trials: list[dict], cfg):
                 linestyle="-" if len(xs) > 1 else "none", alpha=0.9)
     if len(gaps) > 1 and min(gaps) > 0:
         ax.set_xscale("log", base=2)
-    ax.set_xticks(gaps, [str(g) for g in gaps])
+    ticks = _spread(gaps, 12)
+    ax.set_xticks(ticks, [str(g) for g in ticks])
     ax.set_ylim(-0.07, 1.07)
     ax.set_xlabel("gap (task.length)")
     ax.set_ylabel("fraction of seeds solved (lines offset slightly)")
@@ -667,16 +874,16 @@ def _learning_curves(trials: list[dict], cfg):
     for ax in axes.flat[len(variants):]:
         ax.set_visible(False)
     for ax, v in zip(axes.flat, variants, strict=False):
-        for t in (t for t in trials if t["variant"] == v):
+        curves = _curves([t for t in trials if t["variant"] == v])
+        for t, seed, k in curves:
             color = colors[t["gap"]]
-            for k, seed in enumerate(t["summary"].seeds):
-                pts = [(m["step"], m["loss"]) for m in t["metrics"]
-                       if m["seed"] == seed and m.get("loss") is not None and m["loss"] > 0]
-                if pts:
-                    xs, ys = zip(*pts, strict=True)
-                    ax.plot(xs, ys, color=color, lw=1, alpha=0.8,
-                            label=f"gap {t['gap']}" if k == 0 else None)
-            if len(chances) > 1:  # chance depends on the gap: one line per gap
+            pts = [(m["step"], m["loss"]) for m in t["metrics"]
+                   if m["seed"] == seed and m.get("loss") is not None and m["loss"] > 0]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, color=color, lw=1, alpha=0.8,
+                        label=f"gap {t['gap']}" if k == 0 else None)
+            if len(chances) > 1 and k == 0:  # chance depends on the gap: one line per gap
                 ax.axhline(t["summary"].chance_loss, color=color, ls="--", lw=1, alpha=0.7)
         if len(chances) == 1:
             ax.axhline(next(iter(chances)), color="black", ls="--", lw=1, alpha=0.7)

@@ -3,41 +3,46 @@
 Defaults shown; only ``task.name`` is required::
 
     name: <file stem>          # run directory: <output.dir>/<name>
-    description: ""
-    task: {name: ..., length: 100, <task params>}   # `length` is the gap for every task
-    model:
+    imports: []                # modules imported before validation, e.g. the package that
+                               # registers your own cells or tasks (recorded in the run, so
+                               # --resume, report and load_results import them again)
+    description: ""            # free text, shown in the report
+    task:                      # the task; its own parameters sit beside name and length
+      name: ...                # required: one of lstmjax.tasks.names()
+      length: 100              # the gap parameter of every task
+    model:                     # the recurrent network; a per-step linear readout is added on top
       cell: lstm               # lstmjax.cells.names()
-      hidden_size: 64
-      num_layers: 1
-      bidirectional: false
+      hidden_size: 64          # units per layer (and direction)
+      num_layers: 1            # stacked layers
+      bidirectional: false     # a forward and a backward pass per layer, concatenated
       dropout: 0.0             # between layers
       recurrent_dropout: 0.0   # variational, on h_{t-1}
-      proj_size: 0
-      residual: false
+      proj_size: 0             # PyTorch's LSTM projection of h (LSTM cells only; 0: off)
+      residual: false          # a layer whose input and output widths agree adds its input
       zoneout: 0.0             # a rate, or [z_c, z_h] for LSTM-type cells (Krueger et al. 2017)
       weight_drop: 0.0         # DropConnect on W_h, one mask per batch (Merity et al. 2017)
-      learn_initial_carry: false
+      learn_initial_carry: false # the initial carry is a trained parameter
       remat: null              # bounded-memory backward pass: keep the carry every K steps and
                                # recompute segments (an int K >= 1, or auto = round(sqrt(T)))
       compute_dtype: float32   # bfloat16: mixed precision -- float32 parameters and optimiser,
                                # the recurrent network computed in bfloat16
       options: {}              # cell options; each reaches the cells of the sweep that take it
-    train:
+    train:                     # optimiser, schedule, clipping, budget, evaluation cadence, seeds
       optimizer: adam          # adam | adamw | sgd | rmsprop
-      learning_rate: 1.0e-3
+      learning_rate: 1.0e-3    # peak learning rate
       b1: 0.9, b2: 0.999, eps: 1.0e-8   # adam, adamw (eps also rmsprop)
       momentum: null           # sgd (null: 0.9), rmsprop (null: none)
       rms_decay: 0.9           # rmsprop
       weight_decay: 0.0        # decoupled for adamw, L2 otherwise
       schedule: constant       # constant | cosine | step, after warmup_steps of linear warmup
-      warmup_steps: 0
+      warmup_steps: 0          # linear warmup from 0 over these steps
       decay_every: 1000        # step: lr *= decay_factor every decay_every steps
-      decay_factor: 0.5
+      decay_factor: 0.5        # step schedule: the factor
       final_lr_fraction: 0.0   # cosine: final lr / peak lr
       grad_clip: 1.0           # global-norm clipping (null: off)
       grad_clip_value: null    # elementwise clipping (null: off)
-      batch_size: 32
-      steps: 3000
+      batch_size: 32           # training sequences per step
+      steps: 3000              # the step budget per seed
       eval_every: 100          # steps per chunk: evaluate, report progress, maybe checkpoint
       eval_batch_size: 256     # fresh sequences per evaluation
       early_stop: true         # freeze a seed once the task's `solved` criterion holds
@@ -66,25 +71,38 @@ Defaults shown; only ``task.name`` is required::
                                # {loguniform: [low, high]}, {int: [low, high]} (inclusive), or
                                # {distribution: loguniform, low: ..., high: ...}
                                # (lstmjax.experiment.space, lstmjax.experiment.search)
-    frontier: null             # {key: task.length, start: 5, max: 2000, factor: 2,
-                               #  resolution: 0.1, min_solved: 0.5}: search the largest solved
-                               # gap per variant (lstmjax.experiment.frontier)
-    diagnostics: null          # {every: 500, batch_size: 32, num_probes: 8}: gradient flow and
-                               # gate statistics at step 0 and every N steps (diagnostics.jsonl)
-    eval: null                 # {lengths: [50, 100, 200]}: evaluate each trained trial at other
-                               # gaps too (length generalisation; summary.json, report)
-    output:
-      dir: runs
+    frontier: null             # search the largest solved gap per variant
+                               # (lstmjax.experiment.frontier); when given:
+      key: task.length         # the swept key whose largest solved value is searched
+      start: 5                 # the first value probed
+      max: 2000                # the search stops here (a variant solving it: "> max")
+      factor: 2.0              # grow by this factor until a probe is unsolved ...
+      resolution: 0.1          # ... then bisect until the bracket is this narrow (relative)
+      min_solved: 0.5          # a probe is solved when this fraction of its seeds solve it
+    diagnostics: null          # gradient flow and gate statistics (diagnostics.jsonl); when
+                               # given:
+      every: 500               # steps (at the next chunk boundary), and at step 0
+      batch_size: 32           # fixed sequences the diagnostics look at
+      num_probes: 8            # random probe vectors of the gradient flow
+    eval: null                 # length generalisation (summary.json, report); when given:
+      lengths: []              # evaluate each trained trial at these values of task.length
+      batch_size: null         # sequences per evaluation (null: train.eval_batch_size)
+    output:                    # where results go and how training state is kept
+      dir: runs                # run directory parent (a leading ~ is the home directory)
       checkpoint_every: 500    # steps (at the next chunk boundary)
-      keep_checkpoints: 1
-      plots: true
+      keep_checkpoints: 1      # newest checkpoints kept per trial
+      plots: true              # draw the PNG plots into RUN_DIR/plots/
       progress: auto           # auto | rich | plain | none
       devices: null            # local devices to use (null: all; `lstmjax run` makes one
                                # CPU device per core); trials run concurrently, one per device
       loggers: [jsonl]         # also tensorboard, wandb (lstmjax.experiment.loggers); jsonl
                                # (metrics.jsonl) is always written
-      wandb: {mode: offline, project: lstmjax, entity: null, group: null, tags: []}
-                               # group null: the experiment name; online needs `wandb login`
+      wandb:                   # where the wandb logger sends its runs
+        mode: offline          # offline | online (online needs `wandb login`)
+        project: lstmjax       # the W&B project
+        entity: null           # the W&B team or user (null: your default)
+        group: null            # null: the experiment name
+        tags: []               # W&B run tags
 
 This module checks types, ranges and the relations inside one section; what needs the cell
 and task registries (names, options, task parameters) is checked by
@@ -382,6 +400,7 @@ class ExperimentConfig(_Section):
     """A whole experiment: one base trial plus a sweep (dotted key -> list of values)."""
 
     name: str = "experiment"
+    imports: Annotated[tuple[str, ...], BeforeValidator(_pair)] = ()  # lstmjax._plugins
     description: str = ""
     task: TaskConfig
     model: ModelConfig = Field(default_factory=ModelConfig)

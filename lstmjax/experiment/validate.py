@@ -60,6 +60,7 @@ def load_trials(raw: Any) -> tuple[ExperimentConfig, list[Trial]]:
     """:func:`from_dict` and the expanded trials it validated."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a mapping of sections, got {type_name(raw)}")
+    _import_plugins(raw.get("imports"))
     cfg = _validate(raw)
     method = cfg.search.method
     if method == "optuna":
@@ -233,6 +234,28 @@ def _check_sweep_key(key: str, values: list, path: str) -> None:
         raise ConfigError(f"{path}: {section}.{field} has no sub-keys")
 
 
+def _import_plugins(imports: Any) -> None:
+    """``imports:``: import each module before anything is validated, so the cells and tasks
+    they register are known (lstmjax._plugins)."""
+    from lstmjax._plugins import PluginError, import_modules
+
+    if imports is None:
+        return
+    if isinstance(imports, str):
+        imports = [imports]
+    if not isinstance(imports, (list, tuple)):
+        raise ConfigError(f"imports: expected a list of module names, got {type_name(imports)}")
+    try:
+        import_modules(imports)
+    except PluginError as e:
+        raise ConfigError(str(e)) from None
+
+
+# where a name of your own comes from: said with every unknown cell or task
+_PLUGIN_HINT = ("a cell or task of your own is known once the module that registers it is "
+                "imported: `imports: [module]` in the config or `lstmjax run --import MODULE`")
+
+
 def _check_names(cfg: ExperimentConfig, point: Point) -> None:
     """The point's cell and task names and task parameter names exist."""
     from lstmjax import cells, tasks
@@ -244,7 +267,7 @@ def _check_names(cfg: ExperimentConfig, point: Point) -> None:
     if cell not in cells.names():
         raise _blame(cfg, point, (
             f"model.cell: unknown cell {cell!r}{did_you_mean(cell, cells.names())}; "
-            f"choose from {', '.join(cells.names())}"
+            f"choose from {', '.join(cells.names())} ({_PLUGIN_HINT})"
         ))
     name = task.get("name")
     if not isinstance(name, str):
@@ -252,7 +275,7 @@ def _check_names(cfg: ExperimentConfig, point: Point) -> None:
     if name not in tasks.names():
         raise _blame(cfg, point, (
             f"task.name: unknown task {name!r}{did_you_mean(name, tasks.names())}; "
-            f"choose from {', '.join(tasks.names())}"
+            f"choose from {', '.join(tasks.names())} ({_PLUGIN_HINT})"
         ))
     known = ["name", "length", *sorted(k for k in tasks.parameters(name)
                                          if k not in ("name", "length"))]

@@ -270,9 +270,17 @@ def from_torch(module):
     ``jax.config.update("jax_enable_x64", True)`` at program start (otherwise a
     ``ValueError``, instead of silently computing in float32). float16 (which lstmjax
     cells do not compute in) and mixed dtypes raise ``TypeError``: convert the module
-    first (``module.float()`` or ``module.bfloat16()``).
+    first (``module.float()`` or ``module.bfloat16()``). A module on the meta device (no
+    weight values) raises ``ValueError``: materialise it first (``module.to_empty(...)``).
     """
-    return IMPORTERS[_torch_class(module)](module)
+    name = _torch_class(module)
+    if any(p.is_meta for p in module.parameters()):
+        raise ValueError(
+            f"from_torch: the {type(module).__name__}'s weights are on the meta device (shapes "
+            f"only, no values); materialise them first, e.g. module.to_empty(device='cpu') "
+            f"then initialise them (module.reset_parameters()) or load a state dict"
+        )
+    return IMPORTERS[name](module)
 
 
 # ---- export ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 
+from lstmjax._plugins import load_group
 from lstmjax.tasks.adding import Adding1997Task, AddingTask, MultiplicationTask
 from lstmjax.tasks.base import Batch, MissingExtraError, Task
 from lstmjax.tasks.chomsky import (
@@ -67,6 +68,7 @@ __all__ = [
     "get",
     "make",
     "names",
+    "register",
 ]
 
 _REGISTRY: dict[str, type[Task]] = {
@@ -96,8 +98,31 @@ _REGISTRY: dict[str, type[Task]] = {
 }
 
 
+def register(cls: type[Task]) -> type[Task]:
+    """Add a task class under its ``name`` (usable as a class decorator). It must be a frozen
+    dataclass subclass of :class:`Task` with a ``length`` field (the gap) and a
+    ``solved_threshold`` field. Other packages register theirs through the entry-point group
+    ``lstmjax.tasks`` (:mod:`lstmjax._plugins`) or a config's ``imports:``."""
+    if not (isinstance(cls, type) and issubclass(cls, Task) and dataclasses.is_dataclass(cls)):
+        raise ValueError(f"tasks.register: {cls!r} is not a dataclass subclass of "
+                         "lstmjax.tasks.Task")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    missing = [f for f in ("length", "solved_threshold") if f not in fields]
+    if missing:
+        raise ValueError(f"tasks.register: {cls.__name__} has no field {missing[0]!r} (every "
+                         "task takes length, the gap, and solved_threshold)")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"tasks.register: {cls.__name__}.name must be a non-empty string")
+    if name in _REGISTRY:
+        raise ValueError(f"task {name!r} is already registered")
+    _REGISTRY[name] = cls
+    return cls
+
+
 def names() -> list[str]:
-    """Sorted names of the registered tasks."""
+    """Sorted names of the registered tasks (entry-point plugins included)."""
+    load_group("lstmjax.tasks")
     return sorted(_REGISTRY)
 
 
@@ -108,6 +133,8 @@ def _did_you_mean(word: str, options) -> str:
 
 def get(name: str) -> type[Task]:
     """The task class registered under ``name``."""
+    if name not in _REGISTRY:
+        load_group("lstmjax.tasks")
     if name not in _REGISTRY:
         raise ValueError(
             f"unknown task {name!r}; {_did_you_mean(str(name), _REGISTRY)}"

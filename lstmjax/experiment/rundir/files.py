@@ -9,9 +9,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from lstmjax._io import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from lstmjax._plugins import PluginError, import_modules
 from lstmjax.experiment.config import dump_yaml, from_dict, to_dict
-from lstmjax.experiment.errors import ConfigError, one_line
+from lstmjax.experiment.errors import ConfigError, format_validation_error, one_line
 from lstmjax.experiment.rundir.layout import (
     CONFIG_FILE,
     FAILED_FILE,
@@ -25,7 +28,7 @@ from lstmjax.experiment.rundir.layout import (
     TrialState,
     warn,
 )
-from lstmjax.experiment.schema import ExperimentConfig
+from lstmjax.experiment.schema import ExperimentConfig, fields_at
 from lstmjax.experiment.summary import SummaryError, TrialSummary
 
 __all__ = [
@@ -83,17 +86,42 @@ def _first_difference(a: Any, b: Any, path: str) -> str:
     return f"{path}: stored {a!r}, now {b!r}"
 
 
-def load_run_config(run_dir: str | os.PathLike) -> ExperimentConfig:
-    """The resolved config stored in a run directory."""
+def load_run_config(run_dir: str | os.PathLike, *, registered: bool = True) -> ExperimentConfig:
+    """The resolved config stored in a run directory, validated as a new one would be (its
+    cells and tasks must be registered: its recorded ``imports`` are imported first).
+
+    ``registered=False`` is for reading a run (reports, results): the stored config is checked
+    against the schema only, so a run made with a cell or task this process does not know can
+    still be read; its recorded imports are tried, and one that fails is a warning."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise RunError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+    if not registered:
+        return _read_only_config(path)
     try:
         return from_dict(read_yaml(path))
     except DamagedFile:
         raise
     except ConfigError as e:
+        if "unknown cell" in str(e) or "unknown task" in str(e) or str(e).startswith("imports:"):
+            # a healthy config naming a cell or task this process has not registered
+            raise RunError(f"{path}: {e}") from None
         raise DamagedFile(f"{path}: damaged ({e})") from None
+
+
+def _read_only_config(path: Path) -> ExperimentConfig:
+    raw = read_yaml(path)
+    imports = raw.get("imports") if isinstance(raw, dict) else None
+    if isinstance(imports, list):
+        try:
+            import_modules(imports)
+        except PluginError as e:
+            warn(f"{path}: {e}; the run is read without it")
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as e:
+        message = format_validation_error(e.errors()[0], fields_at)
+        raise DamagedFile(f"{path}: damaged ({message})") from None
 
 
 # ---- safety checks before anything is written --------------------------------------------------
