@@ -113,7 +113,6 @@ from __future__ import annotations
 
 import math
 import re
-import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -124,7 +123,6 @@ from lstmjax.experiment.space import parse as parse_space
 __all__ = [
     "ExperimentConfig", "TaskConfig", "ModelConfig", "TrainConfig", "OutputConfig",
     "WandbConfig", "FrontierConfig", "DiagnosticsConfig", "EvalConfig", "SECTIONS", "SWEEPABLE",
-    "fields_at", "known_paths",
 ]  # fmt: skip
 
 
@@ -442,21 +440,3 @@ class ExperimentConfig(_Section):
     def search(self) -> SearchSpace:
         """The sweep's method, settings and axes (:mod:`lstmjax.experiment.space`)."""
         return parse_space(self.sweep)
-
-
-def fields_at(loc: tuple) -> list[str]:
-    """The schema's field names at a location, e.g. ``("train",)`` -> TrainConfig's fields."""
-    model: Any = ExperimentConfig
-    for part in loc:
-        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
-        if field is None:
-            return []
-        model = field.annotation
-        # `X | None`: the model inside
-        model = next((a for a in typing.get_args(model) if hasattr(a, "model_fields")), model)
-    return list(model.model_fields) if hasattr(model, "model_fields") else []
-
-
-def known_paths() -> list[str]:
-    """Every sweepable dotted key of the schema (``task.length``, ``model.cell``, …)."""
-    return [f"{s}.{f}" for s in SWEEPABLE for f in SECTIONS[s].model_fields]

@@ -6,6 +6,7 @@ expanded once here; :func:`load_trials` returns the trials it validated."""
 from __future__ import annotations
 
 import re
+import typing
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,8 +25,6 @@ from lstmjax.experiment.schema import (
     ExperimentConfig,
     ModelConfig,
     TaskConfig,
-    fields_at,
-    known_paths,
 )
 from lstmjax.experiment.space import Pick
 from lstmjax.experiment.sweep import (
@@ -43,7 +42,7 @@ from lstmjax.experiment.sweep import (
     trials_of,
 )
 
-__all__ = ["from_dict", "load_trials", "trial_at"]
+__all__ = ["from_dict", "load_trials", "trial_at", "fields_at", "known_paths"]
 
 
 def from_dict(raw: Any) -> ExperimentConfig:
@@ -392,3 +391,21 @@ class _Builder:
             named = [k for k in ("length", *task.params) if re.search(rf"\b{k}=", msg)]
             path = f"task.{named[0]}" if len(named) == 1 else "task"
             raise ConfigError(f"{path}: {msg}") from None
+
+
+def fields_at(loc: tuple) -> list[str]:
+    """The schema's field names at a location, e.g. ``("train",)`` -> TrainConfig's fields."""
+    model: Any = ExperimentConfig
+    for part in loc:
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        model = field.annotation
+        # `X | None`: the model inside
+        model = next((a for a in typing.get_args(model) if hasattr(a, "model_fields")), model)
+    return list(model.model_fields) if hasattr(model, "model_fields") else []
+
+
+def known_paths() -> list[str]:
+    """Every sweepable dotted key of the schema (``task.length``, ``model.cell``, …)."""
+    return [f"{s}.{f}" for s in SWEEPABLE for f in SECTIONS[s].model_fields]

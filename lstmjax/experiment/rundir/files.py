@@ -28,7 +28,7 @@ from lstmjax.experiment.rundir.layout import (
     TrialState,
     warn,
 )
-from lstmjax.experiment.schema import ExperimentConfig, fields_at
+from lstmjax.experiment.schema import ExperimentConfig
 from lstmjax.experiment.summary import SummaryError, TrialSummary
 
 __all__ = [
@@ -120,6 +120,8 @@ def _read_only_config(path: Path) -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as e:
+        from lstmjax.experiment.validate import fields_at
+
         message = format_validation_error(e.errors()[0], fields_at)
         raise DamagedFile(f"{path}: damaged ({message})") from None
 
