@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lstmjax._io import json_safe
-from lstmjax.experiment import expand, frontier, load_config, write_report
+from lstmjax.experiment import expand, frontier, load_config, search, write_report
 from lstmjax.experiment.config import to_dict
 from lstmjax.experiment.rundir import (
     CONFIG_FILE,
@@ -99,7 +99,7 @@ def _frontier_run(tmp_path: Path, finished: int, threshold: int = 1000) -> tuple
             if gap is None:
                 break
             ok = gap <= threshold
-            _finish(run_dir, frontier.probe(cfg, variant, gap, index), [ok, ok])
+            _finish(run_dir, search.probe(cfg, cfg.frontier, variant, gap, index), [ok, ok])
             known[gap], done, index = float(ok), done + 1, index + 1
     return run_dir, cfg
 
