@@ -806,9 +806,12 @@ def _hold(record: logging.LogRecord) -> bool:
 
 
 def _drop_abandoned_in_orbax(record: logging.LogRecord) -> bool:
-    """False (drop) for asyncio's report of a task or future that failed inside orbax."""
-    if not (record.exc_info and record.exc_info[2] is not None):
+    """False (drop) for asyncio's report of a task or future that failed inside orbax (raised
+    through its code, or by tensorstore writing into one of its temporary directories)."""
+    if not record.exc_info or record.exc_info[1] is None:
         return True
+    if ".orbax-checkpoint-tmp" in str(record.exc_info[1]):
+        return False
     files = [frame.filename for frame in traceback.extract_tb(record.exc_info[2])]
     return not any(f"{os.sep}orbax{os.sep}" in f for f in files)
 
