@@ -2,7 +2,7 @@
 
     RUN_DIR/
       config.yaml              the resolved experiment config (sweep included)
-      .lstmjax.lock            while a run is writing: pid, host and start time of its process
+      .lstmjax.lock            while a run is writing: its process (pid, host, start, token)
       <trial>/config.yaml      the trial's own config (no sweep)
       <trial>/metrics.jsonl    one line per (evaluation, active seed)
       <trial>/checkpoints/     orbax checkpoints of the vmapped train state, by step
@@ -29,12 +29,21 @@ imports the other. Rules that keep a run directory intact, whatever the user poi
 from __future__ import annotations
 
 import datetime
+import errno
+import gc
 import hashlib
 import json
+import logging
 import os
+import re
+import secrets
 import shutil
 import socket
 import sys
+import threading
+import time
+import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -226,7 +235,7 @@ def plan_run(run_dir: Path, cfg: ExperimentConfig, trials, resume: bool) -> dict
     """Every check of a run's directory, before anything is written; returns ``{trial name:
     "new" | "resume" | "finished" | "restart"}``. Raises :class:`RunError`, one line."""
     _check_creatable(run_dir)
-    occupied = run_dir.is_dir() and any(p.name != LOCK_FILE for p in run_dir.iterdir())
+    occupied = run_dir.is_dir() and any(not p.name.startswith(LOCK_FILE) for p in run_dir.iterdir())
     plan = {t.name: "new" for t in trials}
     if not occupied:
         return plan
@@ -294,80 +303,207 @@ def prepare(run_dir: Path, resolved: dict) -> None:
 class RunLock:
     """``with RunLock(run_dir):`` -- one writing process per run directory.
 
-    The lock file holds ``{"pid", "host", "started"}``. A lock left by a process that is gone
-    (same host, no such pid) is stale and taken over with a warning; ``force=True``
-    (``--force-unlock``) takes over any lock.
+    The lock file holds ``{"pid", "host", "started", "token"}`` (``token``: random, drawn when
+    the lock is taken; the lock is released only by the process whose token it still holds).
+    It is created whole and atomically (written aside, then hard-linked into place, which fails
+    if a lock exists). A lock left by a process that is gone (same host, no such pid) or that
+    no process can hold (a damaged file, an impossible pid) is stale and taken over with a
+    warning. ``force=True`` (``--force-unlock``) also takes over the lock of a process on
+    another host, whose liveness cannot be checked from here; a live process on this host keeps
+    its lock whatever ``force`` says.
     """
 
     def __init__(self, run_dir: Path, force: bool = False):
         self.path = Path(run_dir) / LOCK_FILE
         self.force = force
-        self._held = False
+        self._token: str | None = None
 
     def __enter__(self) -> RunLock:
+        host = socket.gethostname()
+        token = secrets.token_hex(16)
         me = {
             "pid": os.getpid(),
-            "host": socket.gethostname(),
+            "host": host,
             "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "token": token,
         }
-        for _ in range(3):
+        mine = json.dumps(me).encode()
+        for _ in range(5):
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                self._take_over_or_refuse(me["host"])
-                continue
+                created = self._create(mine)
+                if created and self._read_raw() == mine:  # ours (not moved aside meanwhile)
+                    self._token = token
+                    _remove_leftovers(self.path)
+                    return self
+                if not created:
+                    stale = self._judge(host)  # raises if the holder keeps its lock
+                    if stale is not None:
+                        _move_aside(self.path, stale)
             except OSError as e:
                 raise RunError(f"{self.path.parent}: cannot take its lock ({e.strerror})") from None
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self._held = True
-            return self
         raise RunError(f"{self.path.parent}: could not take its lock; try again")
 
     def check(self) -> None:
-        """Without taking it: refuse if another live process holds the lock (and not ``force``)."""
+        """Without taking it: refuse if the lock is held by a process that keeps it."""
         if self.path.exists() or self.path.is_symlink():
-            self._holder(socket.gethostname())
+            self._judge(socket.gethostname(), quiet=True)
 
-    def _holder(self, host: str):
-        """``(pid, host, started, stale)`` of the lock's holder; raises if it is live."""
+    def _create(self, content: bytes) -> bool:
+        """Create the lock file with ``content``, atomically; False if a lock file exists."""
+        tmp = self.path.with_name(f"{LOCK_FILE}.{secrets.token_hex(8)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            holder = json.loads(self.path.read_text(encoding="utf-8"))
-            pid, other, started = int(holder["pid"]), str(holder["host"]), holder.get("started")
-        except (OSError, ValueError, KeyError, TypeError):
-            return None  # unreadable: a process killed while writing it -- stale
-        stale = other == host and not _alive(pid)
-        if not (stale or self.force):
-            raise RunError(
-                f"{self.path.parent} is in use by pid {pid} on {other} (started {started}); "
-                "wait or pass --force-unlock if that process is gone"
-            )
-        return pid, other, started, stale
+            with os.fdopen(fd, "wb") as f:
+                f.write(content)
+            try:
+                os.link(tmp, self.path)  # fails if the lock exists: create-if-absent, whole
+            except FileExistsError:
+                return False
+            except OSError:  # a file system without hard links: exclusive create, then write
+                try:
+                    fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    return False
+                with os.fdopen(fd, "wb") as f:
+                    f.write(content)
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
 
-    def _take_over_or_refuse(self, host: str) -> None:
-        holder = self._holder(host)
-        if holder is not None:
-            pid, other, _, stale = holder
-            why = "forced" if not stale else "its process is gone"
-            warn(f"{self.path.parent}: taking over the lock of pid {pid} on {other} ({why})")
+    def _read_raw(self) -> bytes | None:
         try:
-            self.path.unlink()
+            return self.path.read_bytes()
         except FileNotFoundError:
-            pass
+            return None
+        except OSError as e:
+            raise RunError(f"{self.path}: cannot read the lock ({e.strerror})") from None
+
+    def _judge(self, host: str, quiet: bool = False) -> bytes | None:
+        """The lock file's content if it may be taken over (with a warning unless ``quiet``),
+        None if it vanished; raises :class:`RunError` if its holder keeps it."""
+        raw = self._read_raw()
+        if raw is None:
+            return None
+        holder = _parse_lock(raw, host)
+        if holder is None and not raw.strip():  # perhaps being written (exclusive create)
+            time.sleep(0.2)
+            raw = self._read_raw()
+            if raw is None:
+                return None
+            holder = _parse_lock(raw, host)
+        where = self.path.parent
+        if isinstance(holder, str):  # no process can hold it
+            if not quiet:
+                warn(f"{where}: taking over its lock ({holder})")
+            return raw
+        if holder is None:
+            if not quiet:
+                warn(f"{where}: taking over its lock (the lock file {self.path.name} is damaged)")
+            return raw
+        pid, other, started = holder
+        busy = f"{where} is in use by pid {pid} on {other} (started {started})"
+        if other == host:
+            if _alive(pid):
+                if self.force:
+                    raise RunError(f"{busy}; --force-unlock does not take the lock of a live "
+                                   "process on this host: stop that process or wait for it")
+                raise RunError(f"{busy}; wait or pass --force-unlock if that process is gone")
+            why = "its process is gone"
+        elif self.force:
+            why = "forced; its host's processes cannot be checked from here"
+        else:
+            raise RunError(f"{busy}; wait or pass --force-unlock if that process is gone")
+        if not quiet:
+            warn(f"{where}: taking over the lock of pid {pid} on {other} ({why})")
+        return raw
 
     def __exit__(self, *exc) -> None:
-        if self._held:
+        """Release the lock -- only if the lock file is still this one's (after a takeover it is
+        another process's, and left alone)."""
+        if self._token is None:
+            return
+        mine, self._token = self._token, None
+        try:
+            raw = self.path.read_bytes()
+            holder = _parse_json(raw)
+            if holder is not None and holder.get("token") == mine:
+                _move_aside(self.path, raw)
+        except OSError:
+            pass  # gone, or the directory with it: nothing of ours to release
+
+
+def _parse_json(raw: bytes) -> dict | None:
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _parse_lock(raw: bytes, host: str) -> tuple[int, str, Any] | str | None:
+    """``(pid, host, started)`` of a lock file's holder; a reason (str) if the pid it names is
+    one no process can have (not positive, beyond pid_t, or on this ``host`` above its largest
+    pid and not running); None if the file is damaged."""
+    data = _parse_json(raw)
+    if data is None or not isinstance(data.get("host"), str) or "pid" not in data:
+        return None
+    pid = data["pid"]
+    if type(pid) is not int:  # noqa: E721 -- bool and float are not pids
+        return f"the lock file names pid {pid!r}, not a process id"
+    beyond = pid > _max_pid() and not _alive(pid) if data["host"] == host else False
+    if not 0 < pid <= _PID_T_MAX or beyond:
+        return f"the lock file names pid {pid}, which no process can have"
+    return pid, data["host"], data.get("started")
+
+
+_PID_T_MAX = 2**31 - 1
+
+
+def _max_pid() -> int:
+    """The largest pid this host gives (Linux: ``kernel.pid_max``; else pid_t's range)."""
+    try:
+        return int(Path("/proc/sys/kernel/pid_max").read_text())
+    except (OSError, ValueError):
+        return _PID_T_MAX
+
+
+def _move_aside(path: Path, expected: bytes) -> None:
+    """Remove the lock file at ``path`` if it still holds ``expected``: renamed aside first
+    (atomic: of two processes, one gets it), then deleted -- or, if it turned out to be a lock
+    taken meanwhile, linked back into place."""
+    aside = path.with_name(f"{LOCK_FILE}.{secrets.token_hex(8)}.old")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return
+    try:
+        if aside.read_bytes() != expected:
             try:
-                self.path.unlink()
-            except FileNotFoundError:
+                os.link(aside, path)
+            except OSError:
                 pass
-            self._held = False
+    finally:
+        aside.unlink(missing_ok=True)
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Delete the lock's own temporaries (``.tmp``, ``.old``) left by a process killed while
+    taking or releasing it (older than a minute: not another process's, in progress)."""
+    for p in path.parent.glob(f"{LOCK_FILE}.*"):
+        try:
+            if p.suffix in (".tmp", ".old") and time.time() - p.lstat().st_mtime > 60:
+                p.unlink()
+        except OSError:
+            pass
 
 
 def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (False for pids no process can have)."""
+    if pid <= 0:
+        return False  # 0 and -1 address process groups, not a process
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True  # exists, owned by someone else
@@ -515,6 +651,9 @@ class Checkpointer:
         return sorted(self._mgr().all_steps(), reverse=True)
 
     def save(self, step: int, state) -> None:
+        """Save ``state`` as ``step``. A file system refusing the write (full disk, read-only,
+        ...) raises :class:`OSError` naming the checkpoint directory; orbax's own reports of
+        that failure (logged tracebacks from its threads and event loops) are not printed."""
         import orbax.checkpoint as ocp
 
         mgr = self._mgr()
@@ -522,8 +661,15 @@ class Checkpointer:
             import jax
 
             state = jax.device_get(state)
-        mgr.save(step, args=ocp.args.StandardSave(state), force=True)
-        mgr.wait_until_finished()
+        with _ContainedOrbaxReports():
+            try:
+                mgr.save(step, args=ocp.args.StandardSave(state), force=True)
+                mgr.wait_until_finished()
+            except Exception as e:
+                error = _os_error(e, self.directory, step)
+                if error is None:
+                    raise
+                raise error from None
         sums = {s: v for s, v in self._sums().items() if int(s) in mgr.all_steps()}
         sums[str(step)] = _digest_dir(self.directory / str(step))
         atomic_write_json(self.sums_path, sums)
@@ -594,6 +740,116 @@ class Checkpointer:
                     shutil.rmtree(p)
         if self.sums_path.is_file():
             self.sums_path.unlink()
+
+
+def _os_error(e: Exception, directory: Path, step: int) -> OSError | None:
+    """A failed save's error as the :class:`OSError` it stands for (tensorstore raises
+    ``ValueError("RESOURCE_EXHAUSTED: ... [os_error_code='28']")`` for a full disk); None if it
+    is not a file system's refusal."""
+    code = e.errno if isinstance(e, OSError) else None
+    if code is None:
+        found = re.search(r"os_error_code='?(\d+)", str(e))
+        code = int(found.group(1)) if found else None
+    if code is None:
+        return e if isinstance(e, OSError) else None
+    what = f"{os.strerror(code)} (saving the checkpoint of step {step}"
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        what += "; free some space, then continue with --resume"
+    return OSError(code, what + ")", str(directory))
+
+
+class _ContainedOrbaxReports:
+    """``with _ContainedOrbaxReports():`` around orbax saves. When a save fails, orbax reports
+    it many times over besides raising it: each of its worker threads logs the traceback
+    (absl), its abandoned asyncio tasks log theirs when collected (often only at exit), and
+    tensorstore's callbacks into its closed event loops raise unraisable "Event loop is closed"
+    errors -- hundreds of lines for the one error the save raises, which is what the user sees.
+
+    Inside the block, records of the ``absl`` and ``asyncio`` loggers are held back: replayed
+    as they were if every save succeeded; if one failed, the errors among them are dropped, and
+    from then on (for the rest of the process) so are asyncio's reports of tasks abandoned
+    inside orbax, "Event loop is closed" unraisables and "coroutine ... was never awaited"
+    warnings -- nothing else. Re-entrant and thread-safe (trials save concurrently, one per
+    device)."""
+
+    _lock = threading.Lock()
+    _depth = 0
+    _failed = False
+    _held: list = []
+    _hook = None  # the unraisable hook in place before ours
+
+    def __enter__(self) -> None:
+        cls = type(self)
+        self._threads = set(threading.enumerate())
+        with cls._lock:
+            if cls._depth == 0:
+                cls._failed, cls._held = False, []
+                for name in _ORBAX_LOGGERS:
+                    logging.getLogger(name).addFilter(_hold)
+                if sys.unraisablehook is not _drop_closed_loop:
+                    cls._hook = sys.unraisablehook
+                    sys.unraisablehook = _drop_closed_loop
+            cls._depth += 1
+
+    def __exit__(self, kind, error, tb) -> None:
+        cls = type(self)
+        if kind is not None:  # orbax's other threads fail on after the save raised: wait
+            deadline = time.monotonic() + _SETTLE_S
+            for t in set(threading.enumerate()) - self._threads:
+                if _orbax_thread(t):  # (Thread's own join: orbax's re-raises the error)
+                    threading.Thread.join(t, max(0.0, deadline - time.monotonic()))
+            gc.collect()  # abandoned tasks that can be collected now report here
+        with cls._lock:
+            cls._failed = cls._failed or kind is not None
+            cls._depth -= 1
+            if cls._depth > 0:
+                return
+            for name in _ORBAX_LOGGERS:
+                logging.getLogger(name).removeFilter(_hold)
+            if cls._failed:  # what orbax left behind reports later: keep those dropped
+                logging.getLogger("asyncio").addFilter(_drop_abandoned_in_orbax)
+                warnings.filterwarnings("ignore", r"coroutine '[^']*' was never awaited",
+                                        RuntimeWarning)
+            elif sys.unraisablehook is _drop_closed_loop:
+                sys.unraisablehook = cls._hook
+            held, cls._held = cls._held, []
+            failed = cls._failed
+        for record in held:
+            if not (failed and record.levelno >= logging.ERROR):
+                logging.getLogger(record.name).handle(record)
+
+
+_ORBAX_LOGGERS = ("absl", "asyncio")
+_SETTLE_S = 30.0  # at most this long for orbax's threads to end after a failed save
+
+
+def _orbax_thread(t: threading.Thread) -> bool:
+    """A thread of orbax's (its signalling threads) or of a closed asyncio loop's executor."""
+    return type(t).__module__.startswith("orbax") or t.name.startswith("asyncio_")
+
+
+def _hold(record: logging.LogRecord) -> bool:
+    _ContainedOrbaxReports._held.append(record)
+    return False
+
+
+def _drop_abandoned_in_orbax(record: logging.LogRecord) -> bool:
+    """False (drop) for asyncio's report of a task or future that failed inside orbax (raised
+    through its code, or by tensorstore writing into one of its temporary directories)."""
+    if not record.exc_info or record.exc_info[1] is None:
+        return True
+    if ".orbax-checkpoint-tmp" in str(record.exc_info[1]):
+        return False
+    files = [frame.filename for frame in traceback.extract_tb(record.exc_info[2])]
+    return not any(f"{os.sep}orbax{os.sep}" in f for f in files)
+
+
+def _drop_closed_loop(unraisable) -> None:
+    if isinstance(unraisable.exc_value, RuntimeError) and \
+            str(unraisable.exc_value) == "Event loop is closed":
+        return
+    hook = _ContainedOrbaxReports._hook or sys.__unraisablehook__
+    hook(unraisable)
 
 
 def _several_processes() -> bool:

@@ -96,8 +96,9 @@ def run_trials(
     the config must match the one stored in the directory and in each trial. Every check
     (:func:`~lstmjax.experiment.rundir.plan_run`, dtypes, memory) runs before anything is
     written, and the directory is locked while the run writes to it (``force_unlock`` takes
-    over another process's lock). ``progress``: ``auto``/``rich``/``plain``/``none`` or a
-    :class:`Reporter` (default: ``cfg.output.progress``).
+    over the lock of a process on another host; never a live one's on this host).
+    ``progress``: ``auto``/``rich``/``plain``/``none`` or a :class:`Reporter` (default:
+    ``cfg.output.progress``).
     """
     from lstmjax.experiment.resources import check_fits
 
