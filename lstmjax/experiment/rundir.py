@@ -241,7 +241,8 @@ def plan_run(run_dir: Path, cfg: ExperimentConfig, trials, resume: bool) -> dict
         return plan
     if not resume:
         raise RunError(
-            f"{run_dir}: already exists; continue it with --resume or choose another --out"
+            f"{run_dir}: already exists; continue it with --resume (resume=True in Python) or "
+            "choose another --out (out_dir=)"
         )
     config_path = run_dir / CONFIG_FILE
     if config_path.is_symlink() or not config_path.is_file():
