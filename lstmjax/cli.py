@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="skip finished trials, continue unfinished ones from their checkpoints")
     p.add_argument("--force-unlock", action="store_true",
-                   help="take over the run directory's lock (only if the process holding it "
-                   "is gone, e.g. on another host)")
+                   help="take over the run directory's lock held by a process on another "
+                   "host (whose liveness cannot be checked from here: make sure it is gone); "
+                   "a live process on this host keeps its lock (a dead one's is taken anyway)")
     p.add_argument("--progress", choices=["auto", "rich", "plain", "none"],
                    help="progress display (default: output.progress, 'auto')")
     p.add_argument("--coordinator", metavar="HOST:PORT",

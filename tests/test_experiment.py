@@ -149,7 +149,8 @@ def test_report_command_regenerates(finished, capsys, tmp_path):
 def test_existing_run_dir_needs_resume(finished, tmp_path):
     run_dir, _ = finished
     _, cfg = _config(tmp_path, TINY + SWEEP)
-    with pytest.raises(RunError, match="already exists; continue it with --resume"):
+    with pytest.raises(RunError,
+                       match=r"already exists; continue it with --resume \(resume=True in Python"):
         run(cfg, out_dir=run_dir)
     _, other = _config(tmp_path, TINY + SWEEP, ["train.steps=20"])
     with pytest.raises(RunError, match=r"train.steps: stored 1000, now 20"):

@@ -89,8 +89,9 @@ def run_trials(
     the config must match the one stored in the directory and in each trial. Every check
     (:func:`~lstmjax.experiment.rundir.plan_run`, dtypes, memory) runs before anything is
     written, and the directory is locked while the run writes to it (``force_unlock`` takes
-    over another process's lock). ``progress``: ``auto``/``rich``/``plain``/``none`` or a
-    :class:`Reporter` (default: ``cfg.output.progress``). ``trials``: ``expand(cfg)`` if the
+    over the lock of a process on another host; never a live one's on this host).
+    ``progress``: ``auto``/``rich``/``plain``/``none`` or a :class:`Reporter` (default:
+    ``cfg.output.progress``). ``trials``: ``expand(cfg)`` if the
     caller has it (the sweep is expanded once per command). ``train_job``: what trains a job
     (default :func:`lstmjax.experiment.job.train_job`; tests pass a fake).
     """

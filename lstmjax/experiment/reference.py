@@ -26,10 +26,15 @@ _LINE = re.compile(r"^(?P<indent> *)(?P<key>[a-z_][a-z0-9_]*):(?P<rest>.*)$")
 
 def documented_keys() -> dict[str, str]:
     """Dotted key -> its comment in the schema docstring's annotated YAML (continuation
-    comment lines joined)."""
+    comment lines joined), as a Markdown table cell."""
+    return {k: _esc(comment) for k, (_, comment) in _documented().items()}
+
+
+def _documented() -> dict[str, tuple[str, str]]:
+    """Dotted key -> (the value written in the annotated YAML, its comment)."""
     doc = schema.__doc__ or ""
     block = doc.split("::", 1)[1].split("\n\n", 2)[1]
-    out: dict[str, str] = {}
+    out: dict[str, tuple[str, str]] = {}
     stack: list[tuple[int, str]] = []
     last: list[str] = []
     for line in block.splitlines():
@@ -37,7 +42,7 @@ def documented_keys() -> dict[str, str]:
         if m is None:  # a comment continuing the previous key's
             text = line.split("#", 1)[1].strip() if "#" in line else ""
             for key in last:
-                out[key] = f"{out[key]} {text}".strip()
+                out[key] = (out[key][0], f"{out[key][1]} {text}".strip())
             continue
         indent = len(m["indent"])
         while stack and stack[-1][0] >= indent:
@@ -48,10 +53,11 @@ def documented_keys() -> dict[str, str]:
         keys = [m["key"], *re.findall(r",\s*([a-z_][a-z0-9_]*):", rest.split("#", 1)[0])]
         parent = ".".join(k for _, k in stack)
         last = [f"{parent}.{k}" if parent else k for k in keys]
+        value = rest.split("#", 1)[0].split(",")[0].strip()
         for key in last:
-            out[key] = comment
+            out[key] = (value, comment)
         stack.append((indent, m["key"]))
-    return {k: _esc(v) for k, v in out.items()}  # each a Markdown table cell
+    return out
 
 
 def _esc(text: Any) -> str:
@@ -101,18 +107,31 @@ def _default(field) -> str:
     return _value(field.default)
 
 
+def _submodel(field) -> type[BaseModel] | None:
+    """The section model a field holds (also inside ``X | None``), if any."""
+    for a in (field.annotation, *typing.get_args(field.annotation)):
+        if isinstance(a, type) and issubclass(a, BaseModel):
+            return a
+    return None
+
+
+def _rows(prefix: str, model: type[BaseModel], docs: dict[str, str], out: list[str]
+          ) -> list[tuple[str, type[BaseModel]]]:
+    """One table row per field of ``model``; returns the (path, model) of its sub-sections."""
+    nested = []
+    for key, field in model.model_fields.items():
+        path = f"{prefix}.{key}" if prefix else key
+        out.append(f"| `{key}` | {_type(field.annotation)} | `{_default(field)}` | "
+                   f"{docs.get(path, '')} |")
+        if (sub := _submodel(field)) is not None:
+            nested.append((path, sub))
+    return nested
+
+
 def _section(name: str, model: type[BaseModel], docs: dict[str, str], out: list[str]) -> None:
     out += [f"### `{name}`", "", (model.__doc__ or "").strip().splitlines()[0], "",
             "| key | type | default | meaning |", "|:--|:--|:--|:--|"]
-    nested = []
-    for key, field in model.model_fields.items():
-        path = f"{name}.{key}"
-        out.append(f"| `{key}` | {_type(field.annotation)} | `{_default(field)}` | "
-                   f"{docs.get(path, '')} |")
-        sub = [a for a in (field.annotation, *typing.get_args(field.annotation))
-               if isinstance(a, type) and issubclass(a, BaseModel)]
-        if sub:
-            nested.append((path, sub[0]))
+    nested = _rows(name, model, docs, out)
     out.append("")
     for path, sub in nested:
         _section(path, sub, docs, out)
@@ -121,9 +140,9 @@ def _section(name: str, model: type[BaseModel], docs: dict[str, str], out: list[
 def _sweep(docs: dict[str, str], out: list[str]) -> None:
     out += ["### `sweep`", "", docs.get("sweep", ""), "",
             "| reserved key | default | meaning |", "|:--|:--|:--|"]
-    for key, text in docs.items():
+    for key, (value, comment) in _documented().items():
         if key.startswith("sweep."):
-            out.append(f"| `{key.removeprefix('sweep.')}` | | {text} |")
+            out.append(f"| `{key.removeprefix('sweep.')}` | `{value}` | {_esc(comment)} |")
     out.append("")
 
 
@@ -163,17 +182,7 @@ def reference() -> str:
            "other key has the default shown. `--set key=value` overrides any of them.", "",
            "## Sections", "",
            "| key | type | default | meaning |", "|:--|:--|:--|:--|"]
-    nested = []
-    for key, field in schema.ExperimentConfig.model_fields.items():
-        if key == "sweep":
-            out.append(f"| `sweep` | mapping | `{{}}` | {docs.get('sweep', '')} |")
-            continue
-        out.append(f"| `{key}` | {_type(field.annotation)} | `{_default(field)}` | "
-                   f"{docs.get(key, '')} |")
-        sub = [a for a in (field.annotation, *typing.get_args(field.annotation))
-               if isinstance(a, type) and issubclass(a, BaseModel)]
-        if sub:
-            nested.append((key, sub[0]))
+    nested = _rows("", schema.ExperimentConfig, docs, out)
     out.append("")
     for key, model in nested:
         _section(key, model, docs, out)
@@ -195,9 +204,8 @@ def undocumented() -> list[str]:
             path = f"{prefix}.{key}" if prefix else key
             if not docs.get(path):
                 missing.append(path)
-            for a in (field.annotation, *typing.get_args(field.annotation)):
-                if isinstance(a, type) and issubclass(a, BaseModel):
-                    walk(path, a)
+            if (sub := _submodel(field)) is not None:
+                walk(path, sub)
 
     walk("", schema.ExperimentConfig)
     return missing

@@ -3,9 +3,6 @@
 Defaults shown; only ``task.name`` is required::
 
     name: <file stem>          # run directory: <output.dir>/<name>
-    imports: []                # modules imported before validation, e.g. the package that
-                               # registers your own cells or tasks (recorded in the run, so
-                               # --resume, report and load_results import them again)
     description: ""            # free text, shown in the report
     task:                      # the task; its own parameters sit beside name and length
       name: ...                # required: one of lstmjax.tasks.names()
@@ -103,6 +100,9 @@ Defaults shown; only ``task.name`` is required::
         entity: null           # the W&B team or user (null: your default)
         group: null            # null: the experiment name
         tags: []               # W&B run tags
+    imports: []                # modules imported before validation, e.g. the package that
+                               # registers your own cells or tasks (recorded in the run, so
+                               # --resume, report and load_results import them again)
 
 This module checks types, ranges and the relations inside one section; what needs the cell
 and task registries (names, options, task parameters) is checked by
@@ -398,7 +398,6 @@ class ExperimentConfig(_Section):
     """A whole experiment: one base trial plus a sweep (dotted key -> list of values)."""
 
     name: str = "experiment"
-    imports: Annotated[tuple[str, ...], BeforeValidator(_pair)] = ()  # lstmjax._plugins
     description: str = ""
     task: TaskConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -408,6 +407,7 @@ class ExperimentConfig(_Section):
     diagnostics: DiagnosticsConfig | None = None
     eval: EvalConfig | None = None
     output: OutputConfig = Field(default_factory=OutputConfig)
+    imports: Annotated[tuple[str, ...], BeforeValidator(_pair)] = ()  # lstmjax._plugins
 
     @field_validator("name")
     @classmethod

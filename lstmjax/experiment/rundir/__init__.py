@@ -2,7 +2,7 @@
 
     RUN_DIR/
       config.yaml              the resolved experiment config (sweep included)
-      .lstmjax.lock            while a run is writing: pid, host and start time of its process
+      .lstmjax.lock            while a run is writing: its process (pid, host, start, token)
       <trial>/config.yaml      the trial's own config (no sweep)
       <trial>/metrics.jsonl    one line per (evaluation, active seed)
       <trial>/checkpoints/     orbax checkpoints of the vmapped train state, by step

@@ -169,13 +169,14 @@ def plan_run(run_dir: Path, cfg: ExperimentConfig, trials, resume: bool
     """Every check of a run's directory, before anything is written; returns ``{trial name:
     TrialState}``. Raises :class:`RunError`, one line."""
     _check_creatable(run_dir)
-    occupied = run_dir.is_dir() and any(p.name != LOCK_FILE for p in run_dir.iterdir())
+    occupied = run_dir.is_dir() and any(not p.name.startswith(LOCK_FILE) for p in run_dir.iterdir())
     plan = {t.name: TrialState.NEW for t in trials}
     if not occupied:
         return plan
     if not resume:
         raise RunError(
-            f"{run_dir}: already exists; continue it with --resume or choose another --out"
+            f"{run_dir}: already exists; continue it with --resume (resume=True in Python) or "
+            "choose another --out (out_dir=)"
         )
     config_path = run_dir / CONFIG_FILE
     if config_path.is_symlink() or not config_path.is_file():
