@@ -51,6 +51,7 @@ from lstmjax.experiment.rundir import (
     read_summary,
     warn,
 )
+from lstmjax.experiment.stats import wilson_interval
 from lstmjax.experiment.sweep import GAP_KEY, expand, format_value, swept_keys
 
 __all__ = ["write_report", "collect", "results_rows", "result_columns", "headline_table",
@@ -350,7 +351,8 @@ def results_rows(trials: list[dict]) -> list[dict]:
 
 def headline_table(trials: list[dict]) -> str:
     """Markdown: one row per variant, one column per gap; each entry
-    ``solved/seeds · median steps to solve · median final loss ÷ chance``."""
+    ``solved/seeds (95 % Wilson interval of the solved fraction) · median steps to solve ·
+    median final loss ÷ chance``."""
     variants = list(dict.fromkeys(t["variant"] for t in trials))
     gaps = sorted(set(t["gap"] for t in trials))
     by_key = {(t["variant"], t["gap"]): t for t in trials}
@@ -380,27 +382,34 @@ def _entry(t: dict) -> str:
         r = s.median_final_loss / s.chance_loss
         ratio = f"{r:.2f}" if r < 1e4 else f"{r:.3g}"
     blew = f" · {s.blew_up_seeds} blew up" if s.blew_up_seeds else ""
-    return f"{s.solved_seeds}/{len(s.per_seed)} · {steps} · {ratio}{blew}"
+    return f"{s.solved_seeds}/{len(s.per_seed)} ({_interval(s)}) · {steps} · {ratio}{blew}"
+
+
+def _interval(s) -> str:
+    """The 95 % Wilson interval of a trial's solved fraction, in percent: ``21–94%``."""
+    lo, hi = wilson_interval(s.solved_seeds, len(s.per_seed))
+    return f"{round(100 * lo)}–{round(100 * hi)}%"
 
 
 def _trials_table(trials: list[dict]) -> str:
     lines = [
-        "| trial | variant | gap | solved | median steps to solve | median final loss "
-        "| chance loss | diverged |",
-        "|:--|:--|--:|--:|--:|--:|--:|--:|",
+        "| trial | variant | gap | solved | 95% interval | median steps to solve "
+        "| median final loss | chance loss | diverged |",
+        "|:--|:--|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for t in trials:
         if t["summary"] is None:
             failed = (t.get("failed") or "")[:80].replace("|", "/")
             state = ("damaged" if t["damaged"] else
                      f"failed: {failed}" if failed else "running")
-            lines.append(f"| {t['name']} | {t['variant']} | {t['gap']} | {state} | | | | |")
+            lines.append(f"| {t['name']} | {t['variant']} | {t['gap']} | {state} | | | | | |")
             continue
         s = t["summary"]
         loss = "–" if s.median_final_loss is None else f"{s.median_final_loss:.4g}"
         lines.append(
             f"| {t['name']} | {t['variant']} | {t['gap']} | {s.solved_seeds}/{len(s.per_seed)} "
-            f"| {_fmt_steps(s.median_steps_to_solve)} | {loss} | {s.chance_loss:.4g} "
+            f"| {_interval(s)} | {_fmt_steps(s.median_steps_to_solve)} | {loss} "
+            f"| {s.chance_loss:.4g} "
             f"| {s.diverged_seeds}{f' ({s.blew_up_seeds} blew up)' if s.blew_up_seeds else ''} |"
         )
     return "\n".join(lines) + "\n"
@@ -831,26 +840,34 @@ def _solved_vs_gap(trials: list[dict], cfg):
     gaps = sorted(set(t["gap"] for t in trials))
     markers = "osD^vP*Xh<>"
     for i, v in enumerate(variants):
-        pts = sorted(
-            (t["gap"], t["summary"].solved_fraction) for t in trials if t["variant"] == v
-        )
-        xs = [g for g, _ in pts]
+        mine = sorted((t["gap"], t["summary"]) for t in trials if t["variant"] == v)
         # a small vertical offset per variant keeps coinciding lines (all at 1.0) visible
         offset = 0.012 * (i - (len(variants) - 1) / 2)
-        ys = [frac + offset for _, frac in pts]
-        ax.plot(xs, ys, marker=markers[i % len(markers)], label=v, color=f"C{i % 10}",
-                linestyle="-" if len(xs) > 1 else "none", alpha=0.9)
+        _with_intervals(ax, mine, offset, marker=markers[i % len(markers)], label=v,
+                        color=f"C{i % 10}")
     if len(gaps) > 1 and min(gaps) > 0:
         ax.set_xscale("log", base=2)
     ticks = _spread(gaps, 12)
     ax.set_xticks(ticks, [str(g) for g in ticks])
     ax.set_ylim(-0.07, 1.07)
     ax.set_xlabel("gap (task.length)")
-    ax.set_ylabel("fraction of seeds solved (lines offset slightly)")
+    ax.set_ylabel("fraction of seeds solved, 95% Wilson interval\n(lines offset slightly)")
     ax.set_title(f"{cfg.name}: solved fraction vs gap ({cfg.task.name})")
     ax.grid(alpha=0.3)
     ax.legend(title="variant", fontsize="small")
     return fig
+
+
+def _with_intervals(ax, points: list[tuple[int, Any]], offset: float, **style) -> None:
+    """Solved fraction against the gap for one variant (``(gap, TrialSummary)`` points), each
+    with its 95 % Wilson interval as an error bar; the line and bars shifted by ``offset``."""
+    xs = [g for g, _ in points]
+    fracs = [s.solved_fraction for _, s in points]
+    bounds = [wilson_interval(s.solved_seeds, len(s.per_seed)) for _, s in points]
+    err = [[f - lo for f, (lo, _) in zip(fracs, bounds, strict=True)],
+           [hi - f for f, (_, hi) in zip(fracs, bounds, strict=True)]]
+    ax.errorbar(xs, [f + offset for f in fracs], yerr=err, capsize=2, elinewidth=0.8,
+                alpha=0.9, linestyle="-" if len(xs) > 1 else "none", **style)
 
 
 def _learning_curves(trials: list[dict], cfg):
@@ -916,14 +933,13 @@ def _frontier_plot(trials: list[dict], cfg, rows: list[dict]):
     ax = fig.add_subplot()
     markers = "osD^vP*Xh<>"
     for i, r in enumerate(rows):
-        pts = sorted((t["gap"], t["summary"].solved_fraction) for t in trials
-                     if t["variant"] == r["variant"])
-        if not pts:
+        mine = sorted((t["gap"], t["summary"]) for t in trials if t["variant"] == r["variant"])
+        if not mine:
             continue
         color = f"C{i % 10}"
         offset = 0.012 * (i - (len(rows) - 1) / 2)
-        ax.plot([g for g, _ in pts], [f + offset for _, f in pts], marker=markers[i % 11],
-                color=color, label=r["variant"], alpha=0.9)
+        _with_intervals(ax, mine, offset, marker=markers[i % 11], color=color,
+                        label=r["variant"])
         if r["largest_solved"] is not None:
             ax.axvline(r["largest_solved"], color=color, ls="--", lw=1, alpha=0.7)
     ax.axhline(cfg.frontier.min_solved, color="gray", ls=":", lw=1)
@@ -937,7 +953,7 @@ def _frontier_plot(trials: list[dict], cfg, rows: list[dict]):
         ax.set_xticks(gaps, [str(g) for g in gaps])
     ax.set_ylim(-0.07, 1.07)
     ax.set_xlabel(f"gap ({cfg.frontier.key}), log scale; dashed: largest gap solved")
-    ax.set_ylabel("fraction of seeds solved")
+    ax.set_ylabel("fraction of seeds solved, 95% Wilson interval")
     ax.set_title(f"{cfg.name}: gap frontier ({cfg.task.name})")
     ax.grid(alpha=0.3, which="both")
     ax.legend(title="variant", fontsize="small")
