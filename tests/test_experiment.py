@@ -123,7 +123,7 @@ def test_report_numbers_match_metrics(finished):
     chance = 1 / 6
     for name in TRIALS:
         solved, n, steps, final = _from_metrics(read_metrics(run_dir / name / "metrics.jsonl"))
-        _, variant, gap, solved_txt, ci_txt, steps_txt, loss_txt, chance_txt, _ = rows[name]
+        _, variant, gap, solved_txt, ci_txt, steps_txt, loss_txt, chance_txt, _, _ = rows[name]
         assert solved_txt == f"{solved}/{n}"
         lo, hi = wilson_interval(solved, n)  # checked against its closed form elsewhere
         ci = f"{round(100 * lo)}–{round(100 * hi)}%"

@@ -33,6 +33,7 @@ from typing import Any
 from lstmjax._io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from lstmjax.experiment import frontier, search
 from lstmjax.experiment.diagnose import read_diagnostics
+from lstmjax.experiment.outcome import OUTCOMES, classify
 from lstmjax.experiment.rundir import (
     CONFIG_FILE,
     DIAGNOSTICS_FILE,
@@ -60,7 +61,7 @@ __all__ = ["write_report", "collect", "results_rows", "result_columns", "headlin
 RESULT_COLUMNS = [
     "trial", "variant", "task", "cell", "length", "seed", "solved", "steps_to_solve",
     "final_loss", "final_accuracy", "chance_loss", "diverged", "diverged_step", "steps_trained",
-    "blew_up",
+    "blew_up", "outcome",
 ]  # fmt: skip
 
 # A report draws in proportion to what a reader can see, not to the run's size: at most
@@ -217,7 +218,21 @@ def finding(cfg, trials: list[dict], frontier_rows: list[dict] | None,
             return f"{v} solves no gap{so_far} (not even {lo})"
         if smallest is None:
             return f"{v} solves every gap up to {largest}{so_far}"
-        return f"{v} solves gaps up to {largest} and fails at {smallest}"
+        return f"{v} solves gaps up to {largest} and {_unsolved(v, smallest)}"
+
+    def _unsolved(v, gap) -> str:
+        """How the variant's probe at ``gap`` ended, in the outcome words: still learning at
+        its budget is a budget effect, not a failure."""
+        at = next((t for t in trials if t["variant"] == v and t["gap"] == gap
+                   and t["summary"] is not None), None)
+        if at is None:
+            return f"fails at {gap}"
+        outcomes = [o for o in seed_outcomes(at).values() if o != "solved"]
+        counts = _outcome_counts(at, unsolved_only=True)
+        if outcomes and outcomes.count("learning") * 2 >= len(outcomes):
+            return (f"had not solved {gap} when its {at['summary'].steps}-step budget ran out "
+                    f"({counts}: a budget limit, not yet a failure)")
+        return f"fails at {gap} ({counts})" if counts else f"fails at {gap}"
 
     ranked = sorted(per, key=lambda v: -1 if per[v][0] is None else per[v][0], reverse=True)
     parts = [where(v) for v in ranked[:MAX_VARIANTS]]  # one sentence, however many variants
@@ -226,7 +241,11 @@ def finding(cfg, trials: list[dict], frontier_rows: list[dict] | None,
     if not ranked or per[ranked[0]][0] is None:
         if not running:
             span = f"gap {lo}" if lo == hi else f"gap from {lo} to {hi}"
-            return f"On {cfg.task.name} no variant solves any {span}."
+            at = [(v, _unsolved(v, per[v][1])) for v in ranked[:MAX_VARIANTS]
+                  if per[v][1] is not None]
+            how = "; ".join(f"{v} {text}" for v, text in at)
+            return f"On {cfg.task.name} no variant solves any {span}" + (
+                f": {how}." if how else ".")
         head = (f"On {cfg.task.name} no variant has solved a gap yet"
                 + (": " + "; ".join(parts) if parts else "") + ".")
         return f"{head} {note}"
@@ -330,6 +349,29 @@ def result_columns(cfg) -> list[str]:
                              if k not in ("model.cell", GAP_KEY)]
 
 
+def seed_outcomes(t: dict) -> dict[int, str]:
+    """Per seed of a finished trial, what became of it (:mod:`lstmjax.experiment.outcome`:
+    solved, learning, stuck, plateau, diverged), read from its evaluation curve."""
+    s = t["summary"]
+    curves: dict[int, tuple[list, list]] = {}
+    for line in t["metrics"]:
+        if "loss" in line:
+            steps, losses = curves.setdefault(line["seed"], ([], []))
+            steps.append(line["step"])
+            losses.append(line["loss"])
+    return {r.seed: classify(*curves.get(r.seed, ([], [])), s.chance_loss, solved=r.solved,
+                             diverged=r.diverged or r.blew_up)
+            for r in s.per_seed}
+
+
+def _outcome_counts(t: dict, unsolved_only: bool = False) -> str:
+    """``2 learning, 1 stuck``: the trial's seed outcomes, most common first."""
+    found = [o for o in seed_outcomes(t).values() if not (unsolved_only and o == "solved")]
+    counts = sorted(((found.count(o), o) for o in OUTCOMES if o in found),
+                    key=lambda c: (-c[0], OUTCOMES.index(c[1])))
+    return ", ".join(f"{n} {o}" for n, o in counts)
+
+
 def results_rows(trials: list[dict]) -> list[dict]:
     """One row per (finished trial, seed) with :data:`RESULT_COLUMNS` and the swept keys."""
     rows = []
@@ -337,12 +379,14 @@ def results_rows(trials: list[dict]) -> list[dict]:
         s = t["summary"]
         if s is None:
             continue
+        outcomes = seed_outcomes(t)
         for seed in s.per_seed:
             row = {
                 "trial": t["name"], "variant": t["variant"], "task": s.task,
                 "cell": s.cell, "length": s.length, "chance_loss": s.chance_loss,
             }  # fmt: skip
             row.update({k: getattr(seed, k) for k in RESULT_COLUMNS if hasattr(seed, k)})
+            row["outcome"] = outcomes[seed.seed]
             row.update({k: v for k, v in t["assignment"].items()
                         if k not in ("model.cell", GAP_KEY)})
             rows.append(row)
@@ -394,15 +438,15 @@ def _interval(s) -> str:
 def _trials_table(trials: list[dict]) -> str:
     lines = [
         "| trial | variant | gap | solved | 95% interval | median steps to solve "
-        "| median final loss | chance loss | diverged |",
-        "|:--|:--|--:|--:|--:|--:|--:|--:|--:|",
+        "| median final loss | chance loss | diverged | seeds |",
+        "|:--|:--|--:|--:|--:|--:|--:|--:|--:|:--|",
     ]
     for t in trials:
         if t["summary"] is None:
             failed = (t.get("failed") or "")[:80].replace("|", "/")
             state = ("damaged" if t["damaged"] else
                      f"failed: {failed}" if failed else "running")
-            lines.append(f"| {t['name']} | {t['variant']} | {t['gap']} | {state} | | | | | |")
+            lines.append(f"| {t['name']} | {t['variant']} | {t['gap']} | {state} | | | | | | |")
             continue
         s = t["summary"]
         loss = "–" if s.median_final_loss is None else f"{s.median_final_loss:.4g}"
@@ -410,7 +454,8 @@ def _trials_table(trials: list[dict]) -> str:
             f"| {t['name']} | {t['variant']} | {t['gap']} | {s.solved_seeds}/{len(s.per_seed)} "
             f"| {_interval(s)} | {_fmt_steps(s.median_steps_to_solve)} | {loss} "
             f"| {s.chance_loss:.4g} "
-            f"| {s.diverged_seeds}{f' ({s.blew_up_seeds} blew up)' if s.blew_up_seeds else ''} |"
+            f"| {s.diverged_seeds}{f' ({s.blew_up_seeds} blew up)' if s.blew_up_seeds else ''} "
+            f"| {_outcome_counts(t)} |"
         )
     return "\n".join(lines) + "\n"
 
