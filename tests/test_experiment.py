@@ -19,6 +19,7 @@ from _reporters import InterruptAfter
 
 from lstmjax import _io, cli
 from lstmjax.experiment import ConfigError, RunError, load_config, read_metrics, run
+from lstmjax.experiment.stats import wilson_interval
 
 TINY = """\
 name: tiny
@@ -122,8 +123,11 @@ def test_report_numbers_match_metrics(finished):
     chance = 1 / 6
     for name in TRIALS:
         solved, n, steps, final = _from_metrics(read_metrics(run_dir / name / "metrics.jsonl"))
-        _, variant, gap, solved_txt, steps_txt, loss_txt, chance_txt, _ = rows[name]
+        _, variant, gap, solved_txt, ci_txt, steps_txt, loss_txt, chance_txt, _, _ = rows[name]
         assert solved_txt == f"{solved}/{n}"
+        lo, hi = wilson_interval(solved, n)  # checked against its closed form elsewhere
+        ci = f"{round(100 * lo)}–{round(100 * hi)}%"
+        assert ci_txt == ci
         assert steps_txt == ("–" if steps is None else str(int(steps)))
         assert loss_txt == ("–" if final is None else f"{final:.4g}")
         assert chance_txt == f"{chance:.4g}"
@@ -133,7 +137,7 @@ def test_report_numbers_match_metrics(finished):
         gaps = re.findall(r"gap (\d+)", text.split("## Trials")[0])
         entry = head[0].strip("|").split("|")[1 + gaps.index(gap)].strip()
         ratio = "diverged" if final is None else f"{final / chance:.2f}"
-        assert entry == f"{solved}/{n} · {'–' if steps is None else int(steps)} · {ratio}"
+        assert entry == f"{solved}/{n} ({ci}) · {'–' if steps is None else int(steps)} · {ratio}"
 
 
 def test_report_command_regenerates(finished, capsys, tmp_path):

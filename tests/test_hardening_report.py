@@ -164,7 +164,8 @@ def test_finished_frontier_states_the_frontier_without_an_incomplete_note(tmp_pa
     run_dir, _ = _frontier_run(tmp_path, finished=100, threshold=12)
     rep = write_report(run_dir, plots=False)
     assert "incomplete" not in rep["finding"]
-    assert "solves gaps up to" in rep["finding"] and "fails at" in rep["finding"]
+    # the fake curves fall (0.2 then 0.1), so the unsolved gap reads as a budget limit
+    assert "solves gaps up to 12 and had not solved 13" in rep["finding"]
     assert all(r["complete"] == "True" for r in _frontier_csv(run_dir).values())
 
 

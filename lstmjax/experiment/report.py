@@ -32,6 +32,7 @@ from typing import Any
 
 from lstmjax._io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from lstmjax.experiment import search
+from lstmjax.experiment.outcome import OUTCOMES, classify
 from lstmjax.experiment.rundir import (
     CONFIG_FILE,
     DIAGNOSTICS_FILE,
@@ -53,6 +54,7 @@ from lstmjax.experiment.rundir import (
     warn,
 )
 from lstmjax.experiment.schema import FrontierConfig
+from lstmjax.experiment.stats import wilson_interval
 from lstmjax.experiment.sweep import GAP_KEY, format_value, swept_keys
 
 __all__ = ["write_report", "collect", "results_rows", "result_columns", "headline_table",
@@ -61,7 +63,7 @@ __all__ = ["write_report", "collect", "results_rows", "result_columns", "headlin
 RESULT_COLUMNS = [
     "trial", "variant", "task", "cell", "length", "seed", "solved", "steps_to_solve",
     "final_loss", "final_accuracy", "chance_loss", "diverged", "diverged_step", "steps_trained",
-    "blew_up",
+    "blew_up", "outcome",
 ]  # fmt: skip
 
 # A report draws in proportion to what a reader can see, not to the run's size: at most
@@ -226,7 +228,21 @@ def finding(cfg, trials: list[dict], frontier_rows: list[dict] | None,
             return f"{v} solves no gap{so_far} (not even {lo})"
         if smallest is None:
             return f"{v} solves every gap up to {largest}{so_far}"
-        return f"{v} solves gaps up to {largest} and fails at {smallest}"
+        return f"{v} solves gaps up to {largest} and {_unsolved(v, smallest)}"
+
+    def _unsolved(v, gap) -> str:
+        """How the variant's probe at ``gap`` ended, in the outcome words: still learning at
+        its budget is a budget effect, not a failure."""
+        at = next((t for t in trials if t["variant"] == v and t["gap"] == gap
+                   and t["summary"] is not None), None)
+        if at is None:
+            return f"fails at {gap}"
+        outcomes = [o for o in seed_outcomes(at).values() if o != "solved"]
+        counts = _outcome_counts(at, unsolved_only=True)
+        if outcomes and outcomes.count("learning") * 2 >= len(outcomes):
+            return (f"had not solved {gap} when its {at['summary'].steps}-step budget ran out "
+                    f"({counts}: a budget limit, not yet a failure)")
+        return f"fails at {gap} ({counts})" if counts else f"fails at {gap}"
 
     ranked = sorted(per, key=lambda v: -1 if per[v][0] is None else per[v][0], reverse=True)
     parts = [where(v) for v in ranked[:MAX_VARIANTS]]  # one sentence, however many variants
@@ -235,7 +251,11 @@ def finding(cfg, trials: list[dict], frontier_rows: list[dict] | None,
     if not ranked or per[ranked[0]][0] is None:
         if not running:
             span = f"gap {lo}" if lo == hi else f"gap from {lo} to {hi}"
-            return f"On {cfg.task.name} no variant solves any {span}."
+            at = [(v, _unsolved(v, per[v][1])) for v in ranked[:MAX_VARIANTS]
+                  if per[v][1] is not None]
+            how = "; ".join(f"{v} {text}" for v, text in at)
+            return f"On {cfg.task.name} no variant solves any {span}" + (
+                f": {how}." if how else ".")
         head = (f"On {cfg.task.name} no variant has solved a gap yet"
                 + (": " + "; ".join(parts) if parts else "") + ".")
         return f"{head} {note}"
@@ -339,6 +359,29 @@ def result_columns(cfg, keys: tuple[str, ...] = ()) -> list[str]:
                              if k not in ("model.cell", GAP_KEY)]
 
 
+def seed_outcomes(t: dict) -> dict[int, str]:
+    """Per seed of a finished trial, what became of it (:mod:`lstmjax.experiment.outcome`:
+    solved, learning, stuck, plateau, diverged), read from its evaluation curve."""
+    s = t["summary"]
+    curves: dict[int, tuple[list, list]] = {}
+    for line in t["metrics"]:
+        if "loss" in line:
+            steps, losses = curves.setdefault(line["seed"], ([], []))
+            steps.append(line["step"])
+            losses.append(line["loss"])
+    return {r.seed: classify(*curves.get(r.seed, ([], [])), s.chance_loss, solved=r.solved,
+                             diverged=r.diverged or r.blew_up)
+            for r in s.per_seed}
+
+
+def _outcome_counts(t: dict, unsolved_only: bool = False) -> str:
+    """``2 learning, 1 stuck``: the trial's seed outcomes, most common first."""
+    found = [o for o in seed_outcomes(t).values() if not (unsolved_only and o == "solved")]
+    counts = sorted(((found.count(o), o) for o in OUTCOMES if o in found),
+                    key=lambda c: (-c[0], OUTCOMES.index(c[1])))
+    return ", ".join(f"{n} {o}" for n, o in counts)
+
+
 def results_rows(trials: list[dict]) -> list[dict]:
     """One row per (finished trial, seed) with :data:`RESULT_COLUMNS` and the swept keys."""
     rows = []
@@ -346,12 +389,14 @@ def results_rows(trials: list[dict]) -> list[dict]:
         s = t["summary"]
         if s is None:
             continue
+        outcomes = seed_outcomes(t)
         for seed in s.per_seed:
             row = {
                 "trial": t["name"], "variant": t["variant"], "task": s.task,
                 "cell": s.cell, "length": s.length, "chance_loss": s.chance_loss,
             }  # fmt: skip
             row.update({k: getattr(seed, k) for k in RESULT_COLUMNS if hasattr(seed, k)})
+            row["outcome"] = outcomes[seed.seed]
             row.update({k: v for k, v in t["assignment"].items()
                         if k not in ("model.cell", GAP_KEY)})
             rows.append(row)
@@ -360,7 +405,8 @@ def results_rows(trials: list[dict]) -> list[dict]:
 
 def headline_table(trials: list[dict]) -> str:
     """Markdown: one row per variant, one column per gap; each entry
-    ``solved/seeds · median steps to solve · median final loss ÷ chance``."""
+    ``solved/seeds (95 % Wilson interval of the solved fraction) · median steps to solve ·
+    median final loss ÷ chance``."""
     variants = list(dict.fromkeys(t["variant"] for t in trials))
     gaps = sorted(set(t["gap"] for t in trials))
     by_key = {(t["variant"], t["gap"]): t for t in trials}
@@ -390,28 +436,36 @@ def _entry(t: dict) -> str:
         r = s.median_final_loss / s.chance_loss
         ratio = f"{r:.2f}" if r < 1e4 else f"{r:.3g}"
     blew = f" · {s.blew_up_seeds} blew up" if s.blew_up_seeds else ""
-    return f"{s.solved_seeds}/{len(s.per_seed)} · {steps} · {ratio}{blew}"
+    return f"{s.solved_seeds}/{len(s.per_seed)} ({_interval(s)}) · {steps} · {ratio}{blew}"
+
+
+def _interval(s) -> str:
+    """The 95 % Wilson interval of a trial's solved fraction, in percent: ``21–94%``."""
+    lo, hi = wilson_interval(s.solved_seeds, len(s.per_seed))
+    return f"{round(100 * lo)}–{round(100 * hi)}%"
 
 
 def _trials_table(trials: list[dict]) -> str:
     lines = [
-        "| trial | variant | gap | solved | median steps to solve | median final loss "
-        "| chance loss | diverged |",
-        "|:--|:--|--:|--:|--:|--:|--:|--:|",
+        "| trial | variant | gap | solved | 95% interval | median steps to solve "
+        "| median final loss | chance loss | diverged | seeds |",
+        "|:--|:--|--:|--:|--:|--:|--:|--:|--:|:--|",
     ]
     for t in trials:
         if t["summary"] is None:
             failed = (t.get("failed") or "")[:80].replace("|", "/")
             state = ("damaged" if t["damaged"] else
                      f"failed: {failed}" if failed else "running")
-            lines.append(f"| {t['name']} | {t['variant']} | {t['gap']} | {state} | | | | |")
+            lines.append(f"| {t['name']} | {t['variant']} | {t['gap']} | {state} | | | | | | |")
             continue
         s = t["summary"]
         loss = "–" if s.median_final_loss is None else f"{s.median_final_loss:.4g}"
         lines.append(
             f"| {t['name']} | {t['variant']} | {t['gap']} | {s.solved_seeds}/{len(s.per_seed)} "
-            f"| {_fmt_steps(s.median_steps_to_solve)} | {loss} | {s.chance_loss:.4g} "
-            f"| {s.diverged_seeds}{f' ({s.blew_up_seeds} blew up)' if s.blew_up_seeds else ''} |"
+            f"| {_interval(s)} | {_fmt_steps(s.median_steps_to_solve)} | {loss} "
+            f"| {s.chance_loss:.4g} "
+            f"| {s.diverged_seeds}{f' ({s.blew_up_seeds} blew up)' if s.blew_up_seeds else ''} "
+            f"| {_outcome_counts(t)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -840,26 +894,34 @@ def _solved_vs_gap(trials: list[dict], cfg):
     gaps = sorted(set(t["gap"] for t in trials))
     markers = "osD^vP*Xh<>"
     for i, v in enumerate(variants):
-        pts = sorted(
-            (t["gap"], t["summary"].solved_fraction) for t in trials if t["variant"] == v
-        )
-        xs = [g for g, _ in pts]
+        mine = sorted((t["gap"], t["summary"]) for t in trials if t["variant"] == v)
         # a small vertical offset per variant keeps coinciding lines (all at 1.0) visible
         offset = 0.012 * (i - (len(variants) - 1) / 2)
-        ys = [frac + offset for _, frac in pts]
-        ax.plot(xs, ys, marker=markers[i % len(markers)], label=v, color=f"C{i % 10}",
-                linestyle="-" if len(xs) > 1 else "none", alpha=0.9)
+        _with_intervals(ax, mine, offset, marker=markers[i % len(markers)], label=v,
+                        color=f"C{i % 10}")
     if len(gaps) > 1 and min(gaps) > 0:
         ax.set_xscale("log", base=2)
     ticks = _spread(gaps, 12)
     ax.set_xticks(ticks, [str(g) for g in ticks])
     ax.set_ylim(-0.07, 1.07)
     ax.set_xlabel("gap (task.length)")
-    ax.set_ylabel("fraction of seeds solved (lines offset slightly)")
+    ax.set_ylabel("fraction of seeds solved, 95% Wilson interval\n(lines offset slightly)")
     ax.set_title(f"{cfg.name}: solved fraction vs gap ({cfg.task.name})")
     ax.grid(alpha=0.3)
     ax.legend(title="variant", fontsize="small")
     return fig
+
+
+def _with_intervals(ax, points: list[tuple[int, Any]], offset: float, **style) -> None:
+    """Solved fraction against the gap for one variant (``(gap, TrialSummary)`` points), each
+    with its 95 % Wilson interval as an error bar; the line and bars shifted by ``offset``."""
+    xs = [g for g, _ in points]
+    fracs = [s.solved_fraction for _, s in points]
+    bounds = [wilson_interval(s.solved_seeds, len(s.per_seed)) for _, s in points]
+    err = [[f - lo for f, (lo, _) in zip(fracs, bounds, strict=True)],
+           [hi - f for f, (_, hi) in zip(fracs, bounds, strict=True)]]
+    ax.errorbar(xs, [f + offset for f in fracs], yerr=err, capsize=2, elinewidth=0.8,
+                alpha=0.9, linestyle="-" if len(xs) > 1 else "none", **style)
 
 
 def _learning_curves(trials: list[dict], cfg):
@@ -925,14 +987,13 @@ def _frontier_plot(trials: list[dict], cfg, rows: list[dict], fc):
     ax = fig.add_subplot()
     markers = "osD^vP*Xh<>"
     for i, r in enumerate(rows):
-        pts = sorted((t["gap"], t["summary"].solved_fraction) for t in trials
-                     if t["variant"] == r["variant"])
-        if not pts:
+        mine = sorted((t["gap"], t["summary"]) for t in trials if t["variant"] == r["variant"])
+        if not mine:
             continue
         color = f"C{i % 10}"
         offset = 0.012 * (i - (len(rows) - 1) / 2)
-        ax.plot([g for g, _ in pts], [f + offset for _, f in pts], marker=markers[i % 11],
-                color=color, label=r["variant"], alpha=0.9)
+        _with_intervals(ax, mine, offset, marker=markers[i % 11], color=color,
+                        label=r["variant"])
         if r["largest_solved"] is not None:
             ax.axvline(r["largest_solved"], color=color, ls="--", lw=1, alpha=0.7)
     ax.axhline(fc.min_solved, color="gray", ls=":", lw=1)
@@ -946,7 +1007,7 @@ def _frontier_plot(trials: list[dict], cfg, rows: list[dict], fc):
         ax.set_xticks(gaps, [str(g) for g in gaps])
     ax.set_ylim(-0.07, 1.07)
     ax.set_xlabel(f"gap ({fc.key}), log scale; dashed: largest gap solved")
-    ax.set_ylabel("fraction of seeds solved")
+    ax.set_ylabel("fraction of seeds solved, 95% Wilson interval")
     ax.set_title(f"{cfg.name}: gap frontier ({cfg.task.name})")
     ax.grid(alpha=0.3, which="both")
     ax.legend(title="variant", fontsize="small")

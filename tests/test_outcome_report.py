@@ -1,0 +1,74 @@
+"""The per-seed outcome reaches results.csv and the report, and the Finding never calls a
+budget effect a failure: a fake run (files written as the runner writes them, no training) whose
+unsolved gap is still falling at the budget, against one that is flat at chance."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import textwrap
+from pathlib import Path
+
+from lstmjax._io import json_safe
+from lstmjax.experiment import expand, load_config, write_report
+from lstmjax.experiment.config import to_dict
+from lstmjax.experiment.rundir import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, write_config
+from lstmjax.experiment.summary import SeedResult, TrialSummary
+
+CHANCE = 1 / 6
+STEPS = list(range(100, 2600, 100))
+CONFIG = """\
+name: fake
+task: {name: adding, length: 5}
+model: {cell: rnn, hidden_size: 8}
+train: {steps: 2500, eval_every: 100, seeds: 3}
+sweep: {task.length: [5, 10]}
+output: {progress: none, plots: false}
+"""
+
+
+def _write_trial(run_dir: Path, trial, curve, solved: bool) -> None:
+    tdir = run_dir / trial.name
+    tdir.mkdir()
+    write_config(tdir / CONFIG_FILE, to_dict(trial.cfg))
+    lines = [{"step": step, "seed": s, "loss": loss, "solved": solved and step == STEPS[-1]}
+             for step, loss in zip(STEPS, curve, strict=True) for s in range(3)]
+    (tdir / METRICS_FILE).write_text("".join(json.dumps(m) + "\n" for m in lines))
+    per_seed = [SeedResult(seed=s, solved=solved, steps_to_solve=STEPS[-1] if solved else None,
+                           final_loss=curve[-1], final_accuracy=None, diverged=False,
+                           diverged_step=None, steps_trained=STEPS[-1]) for s in range(3)]
+    summary = TrialSummary.build(
+        per_seed, trial=trial.name, index=trial.index, values=trial.values,
+        variant=trial.variant, task="adding", cell="rnn", length=trial.cfg.task.length,
+        chance_loss=CHANCE, loss_type="mse", steps=2500, seeds=[0, 1, 2])
+    (tdir / SUMMARY_FILE).write_text(json.dumps(json_safe(summary.to_json())))
+
+
+def _run(tmp_path: Path, unsolved_curve) -> tuple[str, list[dict]]:
+    path = tmp_path / "fake.yaml"
+    path.write_text(textwrap.dedent(CONFIG))
+    cfg = load_config(path)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_config(run_dir / CONFIG_FILE, to_dict(cfg))
+    short, long = expand(cfg)
+    _write_trial(run_dir, short, [CHANCE * math.exp(-s / 300) for s in STEPS], solved=True)
+    _write_trial(run_dir, long, unsolved_curve, solved=False)
+    rep = write_report(run_dir, plots=False)
+    with (run_dir / "results.csv").open() as f:
+        return rep["finding"], list(csv.DictReader(f))
+
+
+def test_still_falling_at_the_budget_is_budget_limited_not_a_failure(tmp_path):
+    finding, rows = _run(tmp_path, [CHANCE * math.exp(-s / 800) for s in STEPS])
+    assert [r["outcome"] for r in rows] == ["solved"] * 3 + ["learning"] * 3
+    assert "fails" not in finding
+    assert ("solves gaps up to 5 and had not solved 10 when its 2500-step budget ran out "
+            "(3 learning: a budget limit, not yet a failure)") in finding
+
+
+def test_flat_at_chance_is_a_failure_and_says_stuck(tmp_path):
+    finding, rows = _run(tmp_path, [CHANCE * (1 + 0.01 * (-1) ** i) for i in range(len(STEPS))])
+    assert [r["outcome"] for r in rows] == ["solved"] * 3 + ["stuck"] * 3
+    assert "solves gaps up to 5 and fails at 10 (3 stuck)" in finding
