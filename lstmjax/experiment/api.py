@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 
 from lstmjax.experiment.compile_cache import CompileMeter, enable
+from lstmjax.experiment.effective import option_notes
 from lstmjax.experiment.progress import Reporter
 from lstmjax.experiment.report import write_report
-from lstmjax.experiment.rundir import RunError
+from lstmjax.experiment.rundir import RunError, warn
 from lstmjax.experiment.runner import run_trials
 from lstmjax.experiment.schema import ExperimentConfig
+from lstmjax.experiment.sweep import expand
 
 __all__ = ["run", "TrialsFailed"]
 
@@ -43,6 +45,8 @@ def run(
     XLA compiled for the training (persistent-cache hits excluded) and the seconds spent in
     compile requests, summed over the devices' threads, and names the cache directory.
     """
+    for note in option_notes(cfg.model.options, expand(cfg)):  # never silent (effective.py)
+        warn(note)
     cache_dir = enable(compile_cache)
     with CompileMeter() as meter:
         result = run_trials(cfg, out_dir, resume=resume, progress=progress,

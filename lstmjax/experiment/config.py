@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from lstmjax._util import close_match, hashable
+from lstmjax.experiment.effective import check_distinct_models
 from lstmjax.experiment.errors import (
     ConfigError,
     did_you_mean,
@@ -388,7 +389,10 @@ def _validate_trials(cfg: ExperimentConfig) -> list[Trial]:
     labels = axis_labels(cfg)
     for point in probes:
         make_trial(point, check, labels, set())
-    return expand(cfg, validate=check)
+    trials = expand(cfg, validate=check)
+    if cfg.search.method == "grid":  # random and optuna points are distinct draws
+        check_distinct_models(trials)
+    return trials
 
 
 def _validate(raw: dict) -> ExperimentConfig:
