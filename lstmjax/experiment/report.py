@@ -936,8 +936,9 @@ def _with_intervals(ax, points: list[tuple[int, Any]], offset: float, **style) -
     xs = [g for g, _ in points]
     fracs = [s.solved_fraction for _, s in points]
     bounds = [wilson_interval(s.solved_seeds, len(s.per_seed)) for _, s in points]
-    err = [[f - lo for f, (lo, _) in zip(fracs, bounds, strict=True)],
-           [hi - f for f, (_, hi) in zip(fracs, bounds, strict=True)]]
+    # the interval holds the fraction; max() drops the rounding of an all/none-solved bound
+    err = [[max(0.0, f - lo) for f, (lo, _) in zip(fracs, bounds, strict=True)],
+           [max(0.0, hi - f) for f, (_, hi) in zip(fracs, bounds, strict=True)]]
     ax.errorbar(xs, [f + offset for f in fracs], yerr=err, capsize=2, elinewidth=0.8,
                 alpha=0.9, linestyle="-" if len(xs) > 1 else "none", **style)
 
