@@ -242,7 +242,7 @@ def test_every_table_in_the_report_has_as_many_separator_cells_as_header_cells(t
     report = (run_dir / "report.md").read_text()
     assert "## Length generalisation" in report
     tables = _tables(report)
-    assert len(tables) == 3  # solved fraction by gap, trials, length generalisation
+    assert len(tables) == 4  # effective settings, solved fraction by gap, trials, lengths
     for table in tables:
         _check_table(table)
 
@@ -251,7 +251,7 @@ def test_frontier_report_tables_are_well_formed(tmp_path):
     run_dir, _ = _frontier_run(tmp_path, finished=6)
     write_report(run_dir, plots=False)
     tables = _tables((run_dir / "report.md").read_text())
-    assert len(tables) == 3  # largest gap solved, solved fraction by gap, trials
+    assert len(tables) == 4  # largest gap solved, settings, solved fraction by gap, trials
     for table in tables:
         _check_table(table)
 

@@ -45,7 +45,7 @@ def _write_trial(run_dir: Path, trial, curve, solved: bool) -> None:
     (tdir / SUMMARY_FILE).write_text(json.dumps(json_safe(summary.to_json())))
 
 
-def _run(tmp_path: Path, unsolved_curve) -> tuple[str, list[dict]]:
+def _run(tmp_path: Path, unsolved_curve, plots: bool = False) -> tuple[str, list[dict]]:
     path = tmp_path / "fake.yaml"
     path.write_text(textwrap.dedent(CONFIG))
     cfg = load_config(path)
@@ -55,7 +55,7 @@ def _run(tmp_path: Path, unsolved_curve) -> tuple[str, list[dict]]:
     short, long = expand(cfg)
     _write_trial(run_dir, short, [CHANCE * math.exp(-s / 300) for s in STEPS], solved=True)
     _write_trial(run_dir, long, unsolved_curve, solved=False)
-    rep = write_report(run_dir, plots=False)
+    rep = write_report(run_dir, plots=plots)
     with (run_dir / "results.csv").open() as f:
         return rep["finding"], list(csv.DictReader(f))
 
@@ -72,3 +72,10 @@ def test_flat_at_chance_is_a_failure_and_says_stuck(tmp_path):
     finding, rows = _run(tmp_path, [CHANCE * (1 + 0.01 * (-1) ** i) for i in range(len(STEPS))])
     assert [r["outcome"] for r in rows] == ["solved"] * 3 + ["stuck"] * 3
     assert "solves gaps up to 5 and fails at 10 (3 stuck)" in finding
+
+
+def test_intervals_of_none_and_all_solved_draw(tmp_path):
+    # 0/3 and 3/3: Wilson bounds that round a hair past the fraction (0/3's lower bound is
+    # 5.6e-17 above 0) must still draw as error bars
+    _run(tmp_path, [CHANCE] * len(STEPS), plots=True)
+    assert (tmp_path / "run" / "plots" / "solved_vs_gap.png").stat().st_size > 0

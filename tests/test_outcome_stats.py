@@ -25,6 +25,14 @@ def test_exponential_decay_unsolved_at_the_budget_is_learning():
     assert classify(STEPS, curve, CHANCE, solved=False, diverged=False) == "learning"
 
 
+def test_a_noisy_fall_still_going_at_the_budget_is_learning():
+    # as the quickstart's RNN at gap 10: 0.04 -> 0.01 x chance over the last 1000 steps, with
+    # fresh-batch evaluation noise of ~30 %
+    for seed in range(10):
+        curve = _noisy([CHANCE * math.exp(-s / 700) for s in STEPS], scale=0.3, seed=seed)
+        assert classify(STEPS, curve, CHANCE, solved=False, diverged=False) == "learning", seed
+
+
 def test_decay_that_has_flattened_out_below_chance_is_a_plateau():
     curve = _noisy([CHANCE * (0.3 + 0.7 * math.exp(-s / 200)) for s in STEPS])
     assert classify(STEPS, curve, CHANCE, solved=False, diverged=False) == "plateau"

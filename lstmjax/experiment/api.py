@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 
 from lstmjax.experiment.compile_cache import CompileMeter, enable
+from lstmjax.experiment.effective import option_notes
 from lstmjax.experiment.executor import run_trials
 from lstmjax.experiment.progress import Reporter
 from lstmjax.experiment.report import write_report
-from lstmjax.experiment.rundir import RunError
+from lstmjax.experiment.rundir import RunError, warn
 from lstmjax.experiment.schema import ExperimentConfig
 from lstmjax.experiment.sweep import expand
 
@@ -52,6 +53,8 @@ def run(
     compile requests, summed over the devices' threads, and names the cache directory.
     """
     trials = expand(cfg) if trials is None else trials  # once, for the training and the report
+    for note in option_notes(cfg.model.options, trials):  # never silent (effective.py)
+        warn(note)
     cache_dir = enable(compile_cache)
     with CompileMeter() as meter:
         result = run_trials(cfg, out_dir, resume=resume, progress=progress,

@@ -32,6 +32,7 @@ from typing import Any
 
 from lstmjax._io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from lstmjax.experiment import search
+from lstmjax.experiment.effective import option_notes, settings_rows
 from lstmjax.experiment.outcome import OUTCOMES, classify
 from lstmjax.experiment.rundir import (
     CONFIG_FILE,
@@ -112,7 +113,8 @@ def write_report(
         table = headline_table(trials)
         found_text = finding(cfg, trials, frontier_rows, run_dir, fc)
         atomic_write_text(dest / REPORT_FILE, _markdown(cfg, trials, table, plot_paths, dest,
-                                                        frontier_rows, found_text, fc))
+                                                        frontier_rows, found_text, fc,
+                                                        found.sweep))
     except OSError as e:
         raise RunError(
             f"{dest}: cannot write the report ({e.strerror or e}); "
@@ -471,10 +473,14 @@ def _trials_table(trials: list[dict]) -> str:
 
 
 def _markdown(cfg, trials, table: str, plot_paths: list[Path], run_dir: Path,
-              frontier_rows=None, found_text: str | None = None, fc=None) -> str:
+              frontier_rows=None, found_text: str | None = None, fc=None, sweep=()) -> str:
+    """report.md; ``sweep``: the run's expanded sweep (its variants' effective settings)."""
     tc = cfg.train
     finished = sum(t["summary"] is not None for t in trials)
-    lr = format_value(tc.learning_rate)
+    settings = settings_rows(cfg.model.options, list(sweep))
+    rates = {r["learning_rate"] for r in settings}
+    lr = (format_value(tc.learning_rate) if len(rates) <= 1 else
+          "per variant, see Effective settings")
     if found_text is None:
         found_text = finding(cfg, trials, frontier_rows, fc=fc)
     top = [f"**Finding.** {found_text}\n"]
@@ -494,8 +500,10 @@ def _markdown(cfg, trials, table: str, plot_paths: list[Path], run_dir: Path,
         f"{tc.optimizer} (learning rate {lr}, batch {tc.batch_size}); evaluated every "
         f"{tc.eval_every} steps on {tc.eval_batch_size} fresh sequences. "
         f"{finished}/{len(trials)} trials finished.\n",
+        *_settings_section(cfg, settings, sweep),
         "## Solved fraction by gap\n",
-        "Each entry: seeds solved / seeds · median steps to solve · median final loss ÷ chance "
+        "Each entry: seeds solved / seeds (95% Wilson interval of the solved fraction) · median "
+        "steps to solve · median final loss ÷ chance "
         "loss (1.00 = no better than an input-blind predictor)"
         + (f"; \"blew up\": seeds whose final loss exceeds {format_value(tc.blowup_factor)} × "
            "chance without diverging" if tc.blowup_factor else "") + ".\n",
@@ -523,6 +531,27 @@ def _markdown(cfg, trials, table: str, plot_paths: list[Path], run_dir: Path,
         for p in plot_paths:
             parts.append(f"![{p.stem.replace('_', ' ')}]({p.relative_to(run_dir).as_posix()})\n")
     return "\n".join(parts)
+
+
+MAX_SETTINGS_ROWS = 30
+
+
+def _settings_section(cfg, settings: list[dict], sweep) -> list[str]:
+    """'Effective settings': per variant its cell, learning rate and the options it trained
+    with (its cell's preset included) or did not take; then the notes lstmjax run printed."""
+    if len(settings) <= 1 and not any(r["not_applied"] for r in settings):
+        return []
+    lines = ["| variant | cell | learning rate | options | not applied |",
+             "|:--|:--|--:|:--|:--|"]
+    for r in settings[:MAX_SETTINGS_ROWS]:
+        opts = ", ".join(f"{k}={format_value(v)}" for k, v in r["options"].items()) or "–"
+        lines.append(f"| {r['variant'] or '–'} | {r['cell']} | {format_value(r['learning_rate'])} "
+                     f"| {opts.replace('|', '/')} | {', '.join(r['not_applied']) or '–'} |")
+    more = len(settings) - MAX_SETTINGS_ROWS
+    notes = option_notes(cfg.model.options, list(sweep))
+    return ["## Effective settings\n", "\n".join(lines) + "\n",
+            *([f"(and {more} more variants)\n"] if more > 0 else []),
+            *(["".join(f"- {n}\n" for n in notes)] if notes else [])]
 
 
 def length_table(trials: list[dict]) -> str:
@@ -918,8 +947,9 @@ def _with_intervals(ax, points: list[tuple[int, Any]], offset: float, **style) -
     xs = [g for g, _ in points]
     fracs = [s.solved_fraction for _, s in points]
     bounds = [wilson_interval(s.solved_seeds, len(s.per_seed)) for _, s in points]
-    err = [[f - lo for f, (lo, _) in zip(fracs, bounds, strict=True)],
-           [hi - f for f, (_, hi) in zip(fracs, bounds, strict=True)]]
+    # the interval holds the fraction; max() drops the rounding of an all/none-solved bound
+    err = [[max(0.0, f - lo) for f, (lo, _) in zip(fracs, bounds, strict=True)],
+           [max(0.0, hi - f) for f, (_, hi) in zip(fracs, bounds, strict=True)]]
     ax.errorbar(xs, [f + offset for f in fracs], yerr=err, capsize=2, elinewidth=0.8,
                 alpha=0.9, linestyle="-" if len(xs) > 1 else "none", **style)
 

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lstmjax._util import close_match, hashable
+from lstmjax.experiment.effective import check_distinct_models
 from lstmjax.experiment.errors import (
     ConfigError,
     did_you_mean,
@@ -115,7 +116,8 @@ def _check_frontier(cfg: ExperimentConfig) -> list[Trial]:
     probes = [make_point(base, 2 * i + j,
                          {**v.picks, key: Pick(gap, f"frontier.{name}: {key}={gap}", None)})
               for i, v in enumerate(variants) for j, (name, gap) in enumerate(ends)]
-    _check_points(cfg, probes, [], axis_labels(cfg, (key,)))  # each variant at both ends
+    ends_trials = _check_points(cfg, probes, [], axis_labels(cfg, (key,)))  # both ends
+    check_distinct_models(ends_trials)  # two variants that build the same model
     return trials_of(cfg, variants)
 
 
@@ -131,7 +133,10 @@ def _validate_trials(cfg: ExperimentConfig) -> list[Trial]:
     if cfg.search.method == "random":
         base = base_raw(cfg)
         probes = [make_point(base, i, picks) for i, picks in enumerate(cfg.search.probes())]
-    return _check_points(cfg, pts, probes, axis_labels(cfg))
+    trials = _check_points(cfg, pts, probes, axis_labels(cfg))
+    if cfg.search.method == "grid":  # random and optuna points are distinct draws
+        check_distinct_models(trials)
+    return trials
 
 
 def _check_points(cfg: ExperimentConfig, pts: list[Point], probes: list[Point],

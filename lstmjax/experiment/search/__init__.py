@@ -21,6 +21,7 @@ directory then continues from the checkpoint (see :meth:`~.frontier.FrontierSear
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Protocol
 
@@ -103,10 +104,10 @@ def replay(cfg: ExperimentConfig, run_dir: Path, trials: list[Trial] | None = No
     trials = expand(cfg) if trials is None else trials
     kind = _kind(cfg)
     if kind == "frontier":
-        return FrontierSearch.replay(cfg, cfg.frontier, trials, run_dir)
-    if kind == "optuna":
-        trials = collect(run_dir, cfg)
-    return Replay(tuple((t, *read_entry(run_dir / t.name)) for t in trials))
+        found = FrontierSearch.replay(cfg, cfg.frontier, trials, run_dir)
+        return dataclasses.replace(found, sweep=tuple(trials))
+    held = collect(run_dir, cfg) if kind == "optuna" else trials
+    return Replay(tuple((t, *read_entry(run_dir / t.name)) for t in held), sweep=tuple(trials))
 
 
 def _kind(cfg: ExperimentConfig) -> str:

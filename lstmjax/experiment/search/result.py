@@ -30,12 +30,14 @@ class Replay:
     summary or None while unfinished, the damage that stopped it being read or None), in the
     search's order; ``frontier``: a frontier's settings (None for other searches);
     ``extra``: what the search found beyond the trials (a frontier's ``frontier.csv`` rows);
-    ``keys``: the dotted keys the search sets beyond the sweep (a frontier's key)."""
+    ``keys``: the dotted keys the search sets beyond the sweep (a frontier's key);
+    ``sweep``: the expanded sweep it was replayed from (``expand(cfg)``)."""
 
     entries: tuple[tuple[Trial, TrialSummary | None, str | None], ...]
     frontier: Any = None
     extra: dict = dataclasses.field(default_factory=dict)
     keys: tuple[str, ...] = ()
+    sweep: tuple[Trial, ...] = ()
 
     @property
     def trials(self) -> list[Trial]:
