@@ -79,3 +79,29 @@ def test_intervals_of_none_and_all_solved_draw(tmp_path):
     # 5.6e-17 above 0) must still draw as error bars
     _run(tmp_path, [CHANCE] * len(STEPS), plots=True)
     assert (tmp_path / "run" / "plots" / "solved_vs_gap.png").stat().st_size > 0
+
+
+def _solved_trial(variant: str, gap: int, steps: list[int]) -> dict:
+    per_seed = [SeedResult(seed=i, solved=True, steps_to_solve=n, final_loss=0.001,
+                           final_accuracy=None, diverged=False, diverged_step=None,
+                           steps_trained=n) for i, n in enumerate(steps)]
+    summary = TrialSummary.build(
+        per_seed, trial=f"{variant}-{gap}", index=0, values={}, variant=variant, task="adding",
+        cell="lstm", length=gap, chance_loss=CHANCE, loss_type="mse", steps=5000,
+        seeds=list(range(len(steps))))
+    return {"variant": variant, "gap": gap, "summary": summary, "metrics": []}
+
+
+def test_the_cost_sentence_names_the_growth_law_the_seeds_follow():
+    from lstmjax.experiment.report import cost_sentence
+
+    gaps = [10, 20, 40, 80, 160, 320]
+    power = [_solved_trial("p", g, [round(20 * g ** 0.9 * f) for f in (0.9, 1.0, 1.1)])
+             for g in gaps]
+    expo = [_solved_trial("e", g, [round(100 * math.exp(g / 100) * f) for f in (0.95, 1.05)])
+            for g in gaps]
+    text = cost_sentence(power + expo)
+    assert "p's steps to solve grow as gap^0.90, a power law rather than an exponential" in text
+    assert ("e's steps to solve grow as an exponential doubling every 69 steps of gap, rather "
+            "than a power law") in text
+    assert cost_sentence(power[:2]) == ""  # two gaps: no law claimed

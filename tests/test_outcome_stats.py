@@ -98,3 +98,15 @@ def test_quartiles_match_numpy():
     xs = [700, 2150, 2300, 400, 1200]
     assert quartiles(xs) == pytest.approx(tuple(np.percentile(xs, [25, 50, 75])))
     assert quartiles([5]) == (5, 5, 5) and quartiles([]) is None
+
+
+def test_growth_law_recovers_a_power_law_and_an_exponential():
+    from lstmjax.experiment.stats import growth_law
+
+    gaps = [5, 10, 20, 40, 80, 160]
+    power = growth_law(gaps, [30 * g ** 0.7 for g in gaps])
+    assert power["exponent"] == pytest.approx(0.7) and power["better"] == "power"
+    assert power["r2_power"] == pytest.approx(1.0)
+    exp = growth_law(gaps, [50 * math.exp(0.02 * g) for g in gaps])
+    assert exp["rate"] == pytest.approx(0.02) and exp["better"] == "exponential"
+    assert growth_law([5, 10, 10], [1, 2, 3]) is None  # two gaps: no law

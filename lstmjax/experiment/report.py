@@ -55,7 +55,7 @@ from lstmjax.experiment.rundir import (
     warn,
 )
 from lstmjax.experiment.schema import FrontierConfig
-from lstmjax.experiment.stats import wilson_interval
+from lstmjax.experiment.stats import growth_law, quartiles, wilson_interval
 from lstmjax.experiment.sweep import GAP_KEY, format_value, swept_keys
 
 __all__ = ["write_report", "collect", "results_rows", "result_columns", "headline_table",
@@ -484,6 +484,9 @@ def _markdown(cfg, trials, table: str, plot_paths: list[Path], run_dir: Path,
     if found_text is None:
         found_text = finding(cfg, trials, frontier_rows, fc=fc)
     top = [f"**Finding.** {found_text}\n"]
+    cost = cost_sentence(trials)
+    if cost:
+        top.append(f"**Cost of the gap.** {cost}\n")
     if frontier_rows is not None:
         top += [
             "## Largest gap solved\n",
@@ -531,6 +534,66 @@ def _markdown(cfg, trials, table: str, plot_paths: list[Path], run_dir: Path,
         for p in plot_paths:
             parts.append(f"![{p.stem.replace('_', ' ')}]({p.relative_to(run_dir).as_posix()})\n")
     return "\n".join(parts)
+
+
+def _solve_steps(trials: list[dict]) -> dict[str, list[tuple[int, int]]]:
+    """Per variant, (gap, steps to solve) of every solved seed of its finished trials, for
+    variants solved at 2 gaps or more."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    for t in trials:
+        s = t["summary"]
+        if s is None or not isinstance(t["gap"], (int, float)):
+            continue
+        out.setdefault(t["variant"], []).extend(
+            (t["gap"], r.steps_to_solve) for r in s.per_seed if r.solved and r.steps_to_solve)
+    return {v: pts for v, pts in out.items() if len({g for g, _ in pts}) >= 2}
+
+
+def cost_sentence(trials: list[dict]) -> str:
+    """How the steps to solve grow with the gap, per variant with solves at 3 gaps or more: the
+    better of a power law (log-log) and an exponential (semi-log) fit, with both fits' R^2."""
+    parts = []
+    for v, pts in list(_solve_steps(trials).items())[:MAX_VARIANTS]:
+        law = growth_law([g for g, _ in pts], [n for _, n in pts])
+        if law is None:
+            continue
+        lo, hi = (format_value(int(x)) for x in law["gaps"])
+        power = f"gap^{law['exponent']:.2f}"
+        exponential = (f"an exponential doubling every {math.log(2) / law['rate']:.0f} steps of "
+                       "gap" if law["rate"] > 0 else "an exponential")
+        fits = (f"R^2 {law['r2_power']:.2f} log-log, {law['r2_exponential']:.2f} semi-log; "
+                f"{law['points']} solved seeds")
+        if abs(law["r2_power"] - law["r2_exponential"]) < 0.05:
+            shape = f"as {power} or {exponential}, which fit about equally well"
+        elif law["better"] == "power":
+            shape = f"as {power}, a power law rather than an exponential"
+        else:
+            shape = f"as {exponential}, rather than a power law"
+        parts.append(f"{v}'s steps to solve grow {shape} from gap {lo} to {hi} ({fits})")
+    return ("; ".join(parts) + ".") if parts else ""
+
+
+def _steps_plot(trials: list[dict], cfg):
+    """Steps to solve against the gap per variant (log-log): the median over solved seeds with
+    its quartiles, every seed as a dot."""
+    fig = _figure(6.4, 4.2)
+    ax = fig.add_subplot()
+    for i, (v, pts) in enumerate(_solve_steps(trials).items()):
+        color = f"C{i % 10}"
+        gaps = sorted({g for g, _ in pts})
+        q = [quartiles([n for g2, n in pts if g2 == g]) for g in gaps]
+        med = [m for _, m, _ in q]
+        ax.errorbar(gaps, med, yerr=[[m - lo for lo, m, _ in q], [hi - m for _, m, hi in q]],
+                    marker="o", color=color, label=v, capsize=2, elinewidth=0.8)
+        ax.scatter([g for g, _ in pts], [n for _, n in pts], s=8, color=color, alpha=0.35)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("gap (task.length), log scale")
+    ax.set_ylabel("steps to solve (median, quartiles; dots: seeds)")
+    ax.set_title(f"{cfg.name}: how the cost grows with the gap ({cfg.task.name})")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(title="variant", fontsize="small")
+    return fig
 
 
 MAX_SETTINGS_ROWS = 30
@@ -635,7 +698,7 @@ def _csv(v: Any) -> Any:
 
 
 PLOTS = ("solved_vs_gap.png", "learning_curves.png", "frontier.png", "gradient_flow.png",
-         "gates.png", "length_generalisation.png", "all_variants.png")
+         "gates.png", "length_generalisation.png", "all_variants.png", "steps_to_solve.png")
 SUMMARY_PLOT = PLOTS[6]
 
 
@@ -658,6 +721,9 @@ def _plots(run_dir: Path, trials: list[dict], cfg, frontier_rows=None, fc=None) 
     if any(t["summary"].length_eval for t in few):
         paths.append(plots / PLOTS[5])
         _save(_length_plot(few, cfg), paths[-1])
+    if _solve_steps(few):
+        paths.append(plots / PLOTS[7])
+        _save(_steps_plot(few, cfg), paths[-1])
     chosen = _diagnosed(few)
     if chosen:
         paths.append(plots / PLOTS[3])

@@ -42,3 +42,30 @@ def quartiles(values: Sequence[float]) -> tuple[float, float, float] | None:
         return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
     return q(0.25), q(0.5), q(0.75)
+
+
+def growth_law(gaps: Sequence[float], steps: Sequence[float]) -> dict | None:
+    """How the cost of solving grows with the gap: least squares of ``log(steps)`` on
+    ``log(gap)`` (a power law, ``steps ~ gap^k``) and on ``gap`` (an exponential, ``steps ~
+    exp(r gap)``), one point per solved seed. Returns ``{"exponent": k, "rate": r, "r2_power",
+    "r2_exponential", "better": "power" | "exponential", "gaps": (min, max), "points": n}``, or
+    None with fewer than 3 distinct gaps (a line through 2 gaps says nothing)."""
+    import numpy as np
+
+    g = np.asarray(gaps, np.float64)
+    y = np.log(np.asarray(steps, np.float64))
+    if len(set(g.tolist())) < 3 or np.any(g <= 0):
+        return None
+
+    def fit(x):
+        X = np.stack([np.ones_like(x), x], axis=1)
+        coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+        total = float(np.sum((y - y.mean()) ** 2))
+        resid = float(np.sum((y - X @ coef) ** 2))
+        return float(coef[1]), (1.0 - resid / total) if total > 0 else 1.0
+
+    k, r2_power = fit(np.log(g))
+    r, r2_exp = fit(g)
+    return {"exponent": k, "rate": r, "r2_power": r2_power, "r2_exponential": r2_exp,
+            "better": "power" if r2_power >= r2_exp else "exponential",
+            "gaps": (float(g.min()), float(g.max())), "points": int(len(g))}
