@@ -41,9 +41,10 @@ CELL_CONFIGS = (Config("small", 32, 200, 2, 128), Config("large", 128, 200, 32, 
 SMOKE_CELL_CONFIGS = (Config("smoke", 4, 16, 2, 8),)
 SEEDS = (1, 4, 16, 64)
 SMOKE_SEEDS = (1, 2)
-# the smoke quickstart: the config's own frontier and cells, on tiny sizes
-SMOKE_QUICKSTART = ["model.hidden_size=4", "train.batch_size=4", "train.eval_batch_size=8",
-                    "train.steps=4", "train.eval_every=2", "frontier.max=8",
+# the smoke quickstart: the config's frontier, one cell, tiny sizes (one probe)
+SMOKE_QUICKSTART = ["sweep.variant=[{name: lstm, model.cell: lstm}]", "model.hidden_size=4",
+                    "train.batch_size=4", "train.eval_batch_size=8", "train.steps=4",
+                    "train.eval_every=2", "frontier.max=6",
                     "diagnostics.every=4", "diagnostics.batch_size=4"]
 
 

@@ -110,10 +110,10 @@ def make_trainer(cfg, batch_sharding=None) -> Trainer:
         zero = jnp.asarray(0, jnp.int32)
         return TrainState(zero, zero, params, opt_state, key, minus_one, minus_one)
 
-    def train_step(carry, train_key):
+    def train_step(carry, _):
         state, loss_sum, gnorm_sum, n_ok = carry
         active = (state.step < total) & ~frozen(state)
-        step_key = jax.random.fold_in(train_key, state.step)
+        step_key = jax.random.fold_in(jax.random.fold_in(state.key, 1), state.step)
         data_key, dropout_key = jax.random.split(step_key)
         batch = sample(data_key, tc.batch_size, task.sample)
         loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, dropout_key)
@@ -138,11 +138,9 @@ def make_trainer(cfg, batch_sharding=None) -> Trainer:
         was_active = (state.step < total) & ~frozen(state)
         zero = jnp.asarray(0.0, jnp.float32)
         init_carry = (state, zero, zero, jnp.asarray(0, jnp.int32))
-        # fold_in(key, 1) is the same at every step: derived once per chunk, not per step
-        train_key = jax.random.fold_in(state.key, 1)
         (state, loss_sum, gnorm_sum, n_ok), _ = jax.lax.scan(
-            lambda carry, _: train_step(carry, train_key), init_carry, None,
-            length=tc.eval_every)
+            train_step, init_carry, None, length=tc.eval_every
+        )
         eval_step = jnp.minimum(state.step, total)
         eval_key = jax.random.fold_in(jax.random.fold_in(state.key, 2), eval_step)
         batch = sample(eval_key, tc.eval_batch_size, getattr(task, "sample_eval", task.sample))
@@ -201,13 +199,9 @@ def _raw_key(key) -> jax.Array:
 
 
 def _all_finite(tree) -> jax.Array:
-    """Whether every element of every floating leaf of ``tree`` is finite: one check over
-    the leaves flattened into one vector (a per-leaf check is a reduction per leaf)."""
-    leaves = [jnp.ravel(x) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    if not leaves:
-        return jnp.asarray(True)
-    dtype = jnp.result_type(*leaves)
-    return jnp.all(jnp.isfinite(jnp.concatenate([x.astype(dtype) for x in leaves])))
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
 
 
 def _tree_where(cond, new, old):
