@@ -125,8 +125,9 @@ def torch_device_contenders(family: str, cfg: Config, x_BTD) -> list[Contender]:
     return [Contender(f"torch nn.{cls.__name__} (cuDNN)", train, infer)]
 
 
-def jax_rnn_contenders(family: str, cfg: Config, x_BTD) -> list[Contender]:
-    """``jax.experimental.rnn.lstm`` (cuDNN through JAX; LSTM only), if it runs here."""
+def jax_rnn_contenders(family: str, cfg: Config, x_BTD, notes: list[str]) -> list[Contender]:
+    """``jax.experimental.rnn.lstm`` (cuDNN through JAX; LSTM only), if it runs here (else a
+    line in ``notes`` says why not)."""
     if family != "lstm":
         return []
     import jax
@@ -149,7 +150,9 @@ def jax_rnn_contenders(family: str, cfg: Config, x_BTD) -> list[Contender]:
         jax.block_until_ready(infer(w, x_BTD))  # fails here where it does not run
         jax.block_until_ready(train(w, x_BTD))
     except Exception as e:  # noqa: BLE001 -- "where it runs": a backend without it is a note
-        print(f"jax.experimental.rnn: not run ({type(e).__name__}: {str(e)[:100]})", flush=True)
+        why = " ".join(str(e).split())[:160]
+        notes.append(f"jax.experimental.rnn.lstm ({cfg.name}): not run here "
+                     f"({type(e).__name__}: {why})")
         return []
     return [Contender("jax.experimental.rnn.lstm",
                       lambda: jax.block_until_ready(train(w, x_BTD)),
@@ -160,12 +163,13 @@ def section_cells(smoke: bool) -> list[str]:
     import jax
     import jax.numpy as jnp
 
-    rows = []
+    rows, notes = [], []
     for cfg in SMOKE_CELL_CONFIGS if smoke else CELL_CONFIGS:
         for fam in ("lstm", "gru"):
             x = jax.random.normal(jax.random.key(1), (cfg.B, cfg.T, cfg.D), jnp.float32)
             contenders = (lstmjax_contenders(fam, cfg, x, reference=False)
-                          + torch_device_contenders(fam, cfg, x) + jax_rnn_contenders(fam, cfg, x))
+                          + torch_device_contenders(fam, cfg, x)
+                          + jax_rnn_contenders(fam, cfg, x, notes))
             for mode in ("train", "infer"):
                 times = harness.interleaved({c.name: getattr(c, mode) for c in contenders},
                                             repeats=3 if smoke else 11, warmup=2)
@@ -175,7 +179,8 @@ def section_cells(smoke: bool) -> list[str]:
                                  f"{t.median / ours:.2f}"])
     return ["### lstm/gru against torch (and jax.experimental.rnn where it runs)", "",
             *compile_bench.markdown(["step", "config", "implementation", "ms (median)",
-                                     "x lstmjax time"], rows)]
+                                     "x lstmjax time"], rows),
+            *(["", *(f"- {n}" for n in notes)] if notes else [])]
 
 
 def section_seeds(smoke: bool) -> list[str]:
