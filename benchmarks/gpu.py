@@ -247,6 +247,9 @@ def parse_args(argv):
     p.add_argument("--quickstart-max", type=int, default=40, metavar="GAP",
                    help="frontier.max of the timed quickstart (0: the config's own, 160)")
     p.add_argument("--quickstart-timeout", type=float, default=200.0, metavar="S")
+    p.add_argument("--budget", type=float, default=None, metavar="S",
+                   help="seconds the whole run may take: the quickstart gets what is left "
+                        "(at most --quickstart-timeout), so its line is written in time")
     p.add_argument("--out", type=Path, default=None, help="write the Markdown block here")
     return p.parse_args(argv)
 
@@ -267,7 +270,10 @@ def main(argv=None) -> int:
         elif name == "seeds":
             lines = section_seeds(args.smoke)
         else:
-            lines = section_quickstart(args.smoke, args.quickstart_max, args.quickstart_timeout)
+            left = (args.quickstart_timeout if args.budget is None
+                    else args.budget - (time.perf_counter() - t_start) - 15)
+            lines = section_quickstart(args.smoke, args.quickstart_max,
+                                       max(10.0, min(args.quickstart_timeout, left)))
         block.add([*lines, "", f"({name}: {time.perf_counter() - t0:.0f} s)"])
     block.add([f"total {time.perf_counter() - t_start:.0f} s"])
     return 0

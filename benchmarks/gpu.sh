@@ -19,7 +19,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 LIMIT="${GPU_BENCH_LIMIT_S:-470}"   # the whole script stays under 8 minutes
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version \
   --format=csv,noheader || true
-timeout --signal=INT --kill-after=10 "$LIMIT" "$PY" -m benchmarks.gpu --out "$OUT" \
+timeout --signal=INT --kill-after=10 "$LIMIT" "$PY" -m benchmarks.gpu --out "$OUT" --budget "$LIMIT" \
   --quickstart-max "${QUICKSTART_MAX:-40}" --quickstart-timeout "${QUICKSTART_TIMEOUT_S:-200}" \
   || echo "benchmarks.gpu stopped (exit $?): $OUT holds the sections measured so far"
 echo "wrote $OUT"
