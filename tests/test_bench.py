@@ -68,3 +68,72 @@ def test_single_core_floor_is_three_recurrent_matmuls_per_step_in_training():
     assert single_core_floor("gru", cfg, False, 2e-6) == 50 * 2e-6
     t = loop_matmul_seconds("lstm", cfg, repeats=3, steps=20)
     assert 2 * 4 * 8 * 32 / t < 1e13 and t > 0
+
+
+def test_compile_benchmark_quick_table_has_every_program(tmp_path, capsys):
+    """``python -m benchmarks.compile --quick``: one row per program with sane counts (the
+    chunk scans its steps in a while loop; only it has a per-step time). Times never asserted."""
+    import jax
+
+    from benchmarks import compile as bench
+
+    out = tmp_path / "compile.md"
+    cache_before = jax.config.jax_enable_compilation_cache
+    assert bench.main(["--quick", "--out", str(out)]) == 0
+    assert jax.config.jax_enable_compilation_cache == cache_before  # restored
+    lines = [ln for ln in out.read_text().splitlines() if ln.startswith("| ")]
+    assert lines[0] == "| " + " | ".join(bench.HEADER) + " |"
+    rows = [dict(zip(bench.HEADER, (c.strip() for c in ln.strip("|").split("|")), strict=True))
+            for ln in lines[1:]]
+    assert [r["program"] for r in rows] == list(bench.PROGRAMS)
+    for r in rows:
+        assert r["cell"] == "lstm" and r["config"] == "quick"
+        assert float(r["compile s"]) > 0 and float(r["run ms"]) > 0
+        assert int(r["StableHLO lines"]) > 10 and int(r["HLO lines"]) > 10
+        assert int(r["fusions"]) >= 1 and int(r["while loops"]) >= 0
+        assert (r["ms/step"] != "") == (r["program"] == "chunk")
+    chunk = rows[0]
+    assert int(chunk["while loops"]) >= 1  # the scan over the chunk's optimiser steps
+    assert "AVX" in out.read_text().upper() or "ISA" in out.read_text()  # the machine header
+
+
+def test_hlo_counts_counts_fusion_and_while_instructions_only():
+    from benchmarks.compile import hlo_counts
+
+    text = "\n".join([
+        "%fused_computation.1 (p: f32[2]) -> f32[2] {",
+        "  %p = f32[2]{0} parameter(0)",
+        "  ROOT %n = f32[2]{0} negate(%p), metadata={op_name=\"jit(f)/while/body\"}",
+        "}",
+        "ENTRY %main (a: f32[2]) -> (s32[], f32[2]) {",
+        "  %f = f32[2]{0} fusion(%a), kind=kLoop, calls=%fused_computation.1",
+        "  %g = (f32[2]{0}, f32[]) fusion(%f), kind=kInput, calls=%fused_computation.2",
+        "  %s = f32[] fusion(%f), kind=kLoop, calls=%fused_computation.3",
+        "  ROOT %w = (s32[], f32[2]{0}) while(%t), condition=%c, body=%b",
+        "}",
+    ])
+    counts = hlo_counts(text)
+    assert counts["fusions"] == 3 and counts["whiles"] == 1 and counts["lines"] == 10
+
+
+def test_gpu_script_smoke_run_writes_every_section(tmp_path):
+    """``LSTMJAX_GPU_SMOKE=1 benchmarks/gpu.sh OUT`` (what a lent GPU will run, on tiny
+    shapes): it runs unchanged on a CPU and writes every section's block."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "gpu.md"
+    env = {**os.environ, "LSTMJAX_GPU_SMOKE": "1", "PYTHON": sys.executable,
+           "PYTHONPATH": str(root)}
+    proc = subprocess.run(["bash", str(root / "benchmarks" / "gpu.sh"), str(out)], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    for title in ("## Accelerator run (cpu", "SMOKE RUN", "### Compile and run time per program",
+                  "| lstm | quick | chunk |", "### lstm/gru against torch", "torch nn.GRU",
+                  "### Vmapped seeds", "### Quickstart wall time", "total "):
+        assert title in text, title
+    assert "wall, finished." in text, text[-1500:]

@@ -132,9 +132,9 @@ def test_report_numbers_match_metrics(finished):
         assert loss_txt == ("–" if final is None else f"{final:.4g}")
         assert chance_txt == f"{chance:.4g}"
         # the headline table: variant row, gap column
-        head = [ln for ln in text.split("## Trials")[0].splitlines()
-                if ln.startswith(f"| {variant} |")]
-        gaps = re.findall(r"gap (\d+)", text.split("## Trials")[0])
+        by_gap = text.split("## Solved fraction by gap")[1].split("## Trials")[0]
+        head = [ln for ln in by_gap.splitlines() if ln.startswith(f"| {variant} |")]
+        gaps = re.findall(r"gap (\d+)", by_gap)
         entry = head[0].strip("|").split("|")[1 + gaps.index(gap)].strip()
         ratio = "diverged" if final is None else f"{final / chance:.2f}"
         assert entry == f"{solved}/{n} ({ci}) · {'–' if steps is None else int(steps)} · {ratio}"

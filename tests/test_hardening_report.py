@@ -375,8 +375,10 @@ def test_a_report_of_few_variants_draws_them_all_and_drops_a_stale_summary(tmp_p
     (run_dir / "plots" / "all_variants.png").write_bytes(b"old")
     seen = _count_figures(monkeypatch)
     rep = write_report(run_dir)
-    assert [s["name"] for s in seen] == ["solved_vs_gap.png", "learning_curves.png"]
+    # each variant solved one seed at both gaps: the cost plot too
+    assert [s["name"] for s in seen] == ["solved_vs_gap.png", "learning_curves.png",
+                                         "steps_to_solve.png"]
     assert seen[1]["axes"] == 2 and seen[1]["lines"] == 2 * 2 * 2 + 2  # curves + chance
     assert not (run_dir / "plots" / "all_variants.png").exists()
     report = (run_dir / "report.md").read_text()
-    assert "variants, the best" not in report and len(rep["plots"]) == 2
+    assert "variants, the best" not in report and len(rep["plots"]) == 3

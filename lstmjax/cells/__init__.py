@@ -37,7 +37,7 @@ from lstmjax.cells.parallel import LRUCell, MinGRUCell, MinLSTMCell
 __all__ = [
     "Cell", "ElmanCell", "LSTMCell", "GRUCell", "MGUCell", "MinGRUCell", "MinLSTMCell",
     "LRUCell", "LNLSTMCell", "LNGRUCell", "IndRNNCell", "names", "make", "register", "describe",
-    "option_names", "accepts", "applicable_options",
+    "option_names", "accepts", "applicable_options", "cell_class",
 ]  # fmt: skip
 
 # Old class name -> new class, kept for one release (module ``__getattr__`` below).
@@ -137,6 +137,11 @@ def _entry(name: str) -> _Entry:
         raise ValueError(
             f"unknown cell {name!r}{_did_you_mean(name, _REGISTRY)}; valid cells: {names()}"
         ) from None
+
+
+def cell_class(name: str) -> type:
+    """The class a registered name builds (its preset options aside)."""
+    return _entry(name).cls
 
 
 def option_names(name: str) -> list[str]:

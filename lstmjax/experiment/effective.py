@@ -64,18 +64,22 @@ def _plain(value: Any) -> Any:
 
 
 def _model_key(t: Trial) -> str:
-    """What the trial trains, names aside: the built cell (class and every field, presets
-    included) and the rest of its config."""
+    """What the trial trains, names aside: the cell's class and every field that differs from
+    the class's default (preset and options merged; nothing is built), and the rest of its
+    config."""
     from lstmjax import cells
 
     cfg = t.cfg
-    cell = cells.make(cfg.model.cell, cfg.model.hidden_size, **cfg.model.options)
+    cls = cells.cell_class(cfg.model.cell)
+    fields = {**_preset(cfg.model.cell), **cfg.model.options}
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    fields = {k: repr(_plain(v)) for k, v in fields.items()
+              if not (k in defaults and _plain(defaults[k]) == _plain(v))}
     rest = cfg.model_dump(mode="json")
     rest.pop("name", None)
     rest.pop("description", None)
     rest["model"] = {k: v for k, v in rest["model"].items() if k not in ("cell", "options")}
-    fields = {f.name: repr(getattr(cell, f.name)) for f in dataclasses.fields(cell)}
-    return json.dumps([type(cell).__name__, fields, rest], sort_keys=True, default=str)
+    return json.dumps([cls.__qualname__, fields, rest], sort_keys=True, default=str)
 
 
 def check_distinct_models(trials: list[Trial]) -> None:

@@ -575,7 +575,7 @@ def cost_sentence(trials: list[dict]) -> str:
 
 def _steps_plot(trials: list[dict], cfg):
     """Steps to solve against the gap per variant (log-log): the median over solved seeds with
-    its quartiles, every seed as a dot."""
+    its quartiles (the seeds' spread)."""
     fig = _figure(6.4, 4.2)
     ax = fig.add_subplot()
     for i, (v, pts) in enumerate(_solve_steps(trials).items()):
@@ -585,11 +585,10 @@ def _steps_plot(trials: list[dict], cfg):
         med = [m for _, m, _ in q]
         ax.errorbar(gaps, med, yerr=[[m - lo for lo, m, _ in q], [hi - m for _, m, hi in q]],
                     marker="o", color=color, label=v, capsize=2, elinewidth=0.8)
-        ax.scatter([g for g, _ in pts], [n for _, n in pts], s=8, color=color, alpha=0.35)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("gap (task.length), log scale")
-    ax.set_ylabel("steps to solve (median, quartiles; dots: seeds)")
+    ax.set_ylabel("steps to solve (median and quartiles over seeds)")
     ax.set_title(f"{cfg.name}: how the cost grows with the gap ({cfg.task.name})")
     ax.grid(alpha=0.3, which="both")
     ax.legend(title="variant", fontsize="small")
