@@ -2,11 +2,12 @@
 
 Per cell (``lstm``, ``gru``, ``rnn``) and config (``small``: H 32, adding T 100; ``large``:
 H 128, T 500; 3 seeds, batch 32), the four programs an experiment compiles, built as the
-experiment layer builds them (:mod:`lstmjax.experiment.runner`, :mod:`.diagnose`):
+experiment layer builds them (:mod:`lstmjax.experiment.job`, :mod:`.diagnose`):
 
 * ``chunk`` -- the jitted, seed-vmapped ``trainer.chunk`` (``train.eval_every`` optimiser
-  steps, then an evaluation), as :func:`~lstmjax.experiment.runner.compile_job` builds it;
-* ``eval``  -- the length-generalisation program (:func:`~.runner.length_eval_program`);
+  steps, then an evaluation), as :func:`~lstmjax.experiment.job.compile_job` builds it;
+* ``eval``  -- the length-generalisation program
+  (:func:`~lstmjax.experiment.trial_run.length_eval_program`);
 * ``init``  -- the vmapped initialiser over (seed key, learning rate);
 * ``diag``  -- the diagnostics program (:class:`~lstmjax.experiment.diagnose.Diagnoser`).
 
@@ -124,7 +125,8 @@ def programs(cell: str, s: Setup) -> list[Program]:
     import jax
 
     from lstmjax.experiment.diagnose import Diagnoser
-    from lstmjax.experiment.runner import _init_args, length_eval_program, seeds_in_one_program
+    from lstmjax.experiment.job import _init_args, seeds_in_one_program
+    from lstmjax.experiment.trial_run import length_eval_program
     from lstmjax.train import make_trainer
 
     cfg = trial_config(cell, s)

@@ -186,7 +186,7 @@ def section_cells(smoke: bool) -> list[str]:
 def section_seeds(smoke: bool) -> list[str]:
     import jax
 
-    from lstmjax.experiment.runner import _init_args, seeds_in_one_program
+    from lstmjax.experiment.job import _init_args, seeds_in_one_program
     from lstmjax.train import make_trainer
 
     base = compile_bench.QUICK_SETUPS[0] if smoke else compile_bench.SETUPS[0]
