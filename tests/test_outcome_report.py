@@ -105,3 +105,35 @@ def test_the_cost_sentence_names_the_growth_law_the_seeds_follow():
     assert ("e's steps to solve grow as an exponential doubling every 69 steps of gap, rather "
             "than a power law") in text
     assert cost_sentence(power[:2]) == ""  # two gaps: no law claimed
+
+
+def _grid_trial(variant: str, gap: int, solved: int, seeds: int) -> dict:
+    per_seed = [SeedResult(seed=i, solved=i < solved, steps_to_solve=500 if i < solved else None,
+                           final_loss=0.001 if i < solved else CHANCE, final_accuracy=None,
+                           diverged=False, diverged_step=None, steps_trained=500)
+                for i in range(seeds)]
+    summary = TrialSummary.build(
+        per_seed, trial=f"{variant}-{gap}", index=0, values={}, variant=variant, task="adding",
+        cell=variant, length=gap, chance_loss=CHANCE, loss_type="mse", steps=2500,
+        seeds=list(range(seeds)))
+    return {"variant": variant, "gap": gap, "summary": summary, "metrics": [],
+            "damaged": None, "name": f"{variant}-{gap}"}
+
+
+def test_the_finding_hedges_when_the_intervals_overlap(tmp_path):
+    from lstmjax.experiment import from_dict
+    from lstmjax.experiment.report import finding
+
+    cfg = from_dict({"name": "h", "task": {"name": "adding", "length": 5},
+                     "sweep": {"model.cell": ["lstm", "rnn"], "task.length": [5, 10]}})
+
+    def run(seeds):
+        trials = [_grid_trial("lstm", 5, seeds, seeds), _grid_trial("lstm", 10, seeds, seeds),
+                  _grid_trial("rnn", 5, seeds, seeds), _grid_trial("rnn", 10, 0, seeds)]
+        return finding(cfg, trials, None)
+
+    # 3/3 against 0/3: Wilson [0.44, 1] and [0, 0.56] overlap -- the seeds cannot tell
+    assert ("With 3 seeds per probe the 95% intervals still overlap at gap 10 (lstm 3/3, rnn "
+            "0/3 seeds solved): not distinguishable yet; more seeds would settle it.") in run(3)
+    # 8/8 against 0/8: [0.68, 1] and [0, 0.32] -- distinguishable, no hedge
+    assert "overlap" not in run(8) and "lstm bridges the longest gap (10)" in run(8)

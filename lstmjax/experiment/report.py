@@ -266,7 +266,32 @@ def finding(cfg, trials: list[dict], frontier_rows: list[dict] | None,
             f" ({per[best[0]][0]})")
     so_far = "so far " if running else ""
     text = f"On {cfg.task.name}, {so_far}{lead}: " + "; ".join(parts) + "."
+    hedge = _overlaps(trials, best[0], [v for v in ranked if v not in best], per)
+    text = f"{text} {hedge}" if hedge else text
     return f"{text} {note}" if note else text
+
+
+def _overlaps(trials: list[dict], lead: str, others: list[str], per: dict) -> str:
+    """Where the leading variant solved a gap another did not, but the two solved fractions'
+    95 % Wilson intervals overlap: a sentence saying the seeds cannot tell them apart."""
+    by = {(t["variant"], t["gap"]): t["summary"] for t in trials if t["summary"] is not None}
+    close = []
+    for v in others[:MAX_VARIANTS]:
+        gap = per[v][1]
+        a, b = by.get((lead, gap)), by.get((v, gap))
+        if a is None or b is None:
+            continue
+        (lo_a, hi_a), (lo_b, hi_b) = (wilson_interval(s.solved_seeds, len(s.per_seed))
+                                      for s in (a, b))
+        if lo_a <= hi_b and lo_b <= hi_a:
+            close.append(f"gap {gap} ({lead} {a.solved_seeds}/{len(a.per_seed)}, {v} "
+                         f"{b.solved_seeds}/{len(b.per_seed)} seeds solved)")
+    if not close:
+        return ""
+    seeds = sorted({len(s.per_seed) for s in by.values()})
+    n = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+    return (f"With {n} seeds per probe the 95% intervals still overlap at {'; '.join(close)}: "
+            "not distinguishable yet; more seeds would settle it.")
 
 
 def _names(names: list[str], most: int = 6) -> str:
