@@ -222,7 +222,10 @@ class _ContainedOrbaxReports:
             deadline = time.monotonic() + _SETTLE_S
             for t in set(threading.enumerate()) - self._threads:
                 if _orbax_thread(t):  # (Thread's own join: orbax's re-raises the error)
-                    threading.Thread.join(t, max(0.0, deadline - time.monotonic()))
+                    try:
+                        threading.Thread.join(t, max(0.0, deadline - time.monotonic()))
+                    except RuntimeError:  # enumerate() lists threads still being started
+                        pass
             gc.collect()  # abandoned tasks that can be collected now report here
         with cls._lock:
             cls._failed = cls._failed or kind is not None
