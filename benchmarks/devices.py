@@ -32,6 +32,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _budget(c):
+    """The step budget a compiled chunk is called with (its trainer's steps, rounded up to
+    whole chunks)."""
+    import numpy as np
+
+    return np.int32(c.trainer.num_chunks * c.trainer.steps_per_chunk)
+
+
 def _median_chunk_times(progs: dict, repeats: int) -> dict[str, float]:
     """Median seconds of one training chunk per compiled program, timed alternately after a
     warm-up chunk each (so load drifts hit every program alike)."""
@@ -40,12 +48,12 @@ def _median_chunk_times(progs: dict, repeats: int) -> dict[str, float]:
     states = {k: c.init(*c.init_args) for k, c in progs.items()}
     times: dict[str, list[float]] = {k: [] for k in progs}
     for k, c in progs.items():  # warm-up
-        states[k], m = c.chunk(states[k])
+        states[k], m = c.chunk(states[k], _budget(c))
         jax.block_until_ready(m)
     for _ in range(repeats):
         for k, c in progs.items():
             t = time.perf_counter()
-            states[k], m = c.chunk(states[k])
+            states[k], m = c.chunk(states[k], _budget(c))
             jax.block_until_ready(m)
             times[k].append(time.perf_counter() - t)
     return {k: statistics.median(v) for k, v in times.items()}

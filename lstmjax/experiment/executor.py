@@ -188,6 +188,7 @@ class Executor:
         self.search, self.ctx, self.devices, self.resume = search, ctx, devices, resume
         self.train_job = train_job or job.train_job
         self.failures: list[dict] = []
+        self._budgets: dict[str, int] = {}  # trial name -> train.steps it was asked with
         self.data_parallel = data_parallel_placement(list(search.upfront), devices or [])
 
     def run(self) -> list[dict]:
@@ -211,6 +212,12 @@ class Executor:
         new = [t for t in asked if t.name not in states]
         states.update(plan_trials(self.ctx.run_dir, new) if self.resume
                       else dict.fromkeys((t.name for t in new), TrialState.NEW))
+        # asked again with a larger budget (a search extending a trial still learning): its
+        # directory continues from its checkpoint
+        again = [t for t in asked if t.name in self._budgets
+                 and self._budgets[t.name] != t.cfg.train.steps]
+        states.update(plan_trials(self.ctx.run_dir, again))
+        self._budgets.update((t.name, t.cfg.train.steps) for t in asked)
         check_fits(new)  # (the trials planned before the run were checked with it)
         batch = _Batch(len(asked))
         if pool is not None and self.search.streams:  # each alone, on one device

@@ -12,6 +12,15 @@ so far, so a resumed run re-uses finished probes and makes the same decisions. T
 run trains it (ask for probes, be told their outcomes) is
 :class:`lstmjax.experiment.search.FrontierSearch`.
 
+A probe is only *unsolved* once its budget is spent: while enough of its seeds are still
+``learning`` (:mod:`lstmjax.experiment.outcome`) that they could lift it to ``min_solved``, it
+is trained on from its checkpoint with ``train.steps x budget_factor`` steps, up to
+``max_budget`` (:func:`next_budget`). Each variant's frontier then ends in one of three ways
+(:func:`boundary`): ``not_reached`` (``max`` solved), ``stuck`` (at the smallest unsolved gap
+too few seeds were still learning to solve it: the cell cannot bridge that gap, whatever the
+budget) or ``budget_limited`` (enough were still learning when ``max_budget`` ran out: more
+steps might solve it).
+
 Assumes that solving is monotone in the gap (what is solved at a gap is solved at shorter ones);
 where it is not, the search reports one transition it found, and the probes show the rest.
 """
@@ -20,9 +29,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-__all__ = ["FrontierResult", "plan", "search", "rows"]
+__all__ = ["FrontierResult", "BOUNDARIES", "plan", "search", "rows", "could_still_solve",
+           "next_budget", "boundary"]
+
+BOUNDARIES = ("stuck", "budget_limited", "not_reached")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +90,47 @@ def search(fc, outcome) -> FrontierResult:
         known[gap] = outcome(gap)
 
 
-def rows(variants, results: dict[str, FrontierResult]) -> list[dict]:
-    """``frontier.csv`` rows: variant, largest_solved, smallest_unsolved, probes, complete."""
+def could_still_solve(fc, outcomes: Sequence[str]) -> bool:
+    """Whether the seeds of an unsolved probe that were still ``learning`` could, by solving,
+    lift it to ``min_solved`` (``outcomes``: one per seed)."""
+    if not outcomes:
+        return False
+    learning = sum(o == "learning" for o in outcomes)
+    solved = sum(o == "solved" for o in outcomes)
+    return learning > 0 and (solved + learning) / len(outcomes) >= fc.min_solved - 1e-12
+
+
+def next_budget(fc, steps: int, eval_every: int) -> int | None:
+    """The budget an unsolved probe trained for ``steps`` is extended to: ``steps x
+    budget_factor`` rounded up to whole chunks of ``eval_every``, at most ``max_budget``;
+    None when ``max_budget`` is not set or already reached."""
+    top = getattr(fc, "max_budget", None)
+    if top is None or steps >= top:
+        return None
+    raised = math.ceil(steps * fc.budget_factor / eval_every) * eval_every
+    return max(min(raised, top), steps + 1)
+
+
+def boundary(fc, result: FrontierResult, outcomes: Sequence[str] | None) -> str | None:
+    """How a variant's frontier ends (:data:`BOUNDARIES`): ``not_reached`` when ``max`` is
+    solved; else, from the seed ``outcomes`` of its smallest unsolved probe (after any budget
+    extension), ``budget_limited`` if they :func:`could_still_solve` it, else ``stuck``.
+    None while the search is incomplete or the outcomes are unknown."""
+    if not result.complete:
+        return None
+    if result.smallest_unsolved is None:
+        return "not_reached" if result.largest_solved is not None else None
+    if outcomes is None:
+        return None
+    return "budget_limited" if could_still_solve(fc, outcomes) else "stuck"
+
+
+def rows(variants, results: dict[str, FrontierResult],
+         boundaries: Mapping[str, tuple[str | None, int | None]] | None = None) -> list[dict]:
+    """``frontier.csv`` rows: variant, largest_solved, smallest_unsolved, probes, probed,
+    complete, boundary and budget (``boundaries``: variant name -> (its :func:`boundary`, the
+    train.steps its smallest unsolved probe ended with))."""
+    boundaries = boundaries or {}
     return [
         {
             "variant": v.variant,
@@ -88,6 +139,8 @@ def rows(variants, results: dict[str, FrontierResult]) -> list[dict]:
             "probes": len(results[v.name].probes),
             "probed": " ".join(str(g) for g in sorted(results[v.name].probes)),
             "complete": results[v.name].complete,
+            "boundary": boundaries.get(v.name, (None, None))[0],
+            "budget": boundaries.get(v.name, (None, None))[1],
         }
         for v in variants
     ]

@@ -70,8 +70,9 @@ class Slot:
 
 
 class CompiledTrial(NamedTuple):
-    """A job's trainer and its compiled programs: ``init(*init_args)`` and ``chunk(state)``
-    over all its seeds (of all its trials)."""
+    """A job's trainer and its compiled programs: ``init(*init_args)`` and
+    ``chunk(state, total)`` over all its seeds (of all its trials); ``total``: the step budget
+    (an int32 scalar, ``train.steps``)."""
 
     trainer: Any
     init: Any
@@ -104,12 +105,24 @@ def compile_job(job: Job, cache: dict | None = None, placement: Placement = DEFA
         args = jax.device_put(args, sharding)
     init, abstract = _cached_init(trainer, cfg, cache if cache is not None else {}, args,
                                   sharding=sharding, where=placement.label)
-    chunk = jax.jit(seeds_in_one_program(trainer.chunk, cfg.train.vmap_seeds), donate_argnums=0)
+    chunk = jax.jit(_seeds_to_budget(trainer.chunk_to, cfg.train.vmap_seeds), donate_argnums=0)
     if sharding is not None:
         abstract = jax.tree.map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract)
-    return CompiledTrial(trainer, init, chunk.lower(abstract).compile(),
+    budget = jax.ShapeDtypeStruct((), jax.numpy.int32)
+    return CompiledTrial(trainer, init, chunk.lower(abstract, budget).compile(),
                          time.monotonic() - t0, args)
+
+
+def _seeds_to_budget(chunk_to, vmap: bool = True):
+    """``chunk_to(state, total)`` over a leading seed axis of ``state`` (``total``, the step
+    budget, shared by the seeds): one program for every budget, so a budget raised on resume
+    continues with the very program that trained the steps before it."""
+    import jax
+
+    if vmap:
+        return jax.vmap(chunk_to, in_axes=(0, None))
+    return lambda state, total: jax.lax.map(lambda s: chunk_to(s, total), state)
 
 
 def _init_args(cfg: ExperimentConfig):
@@ -169,8 +182,10 @@ def train_job(job: Job, ctx: JobContext, slot: Slot = Slot()) -> list[TrialSumma
     (summary written) as soon as all its seeds are frozen or its steps are done. This is the
     executor's default way of training a job (its ``train_job`` seam)."""
     import jax
+    import numpy as np
 
-    if len(job.trials) == 1 and ctx.state_of(job.trials[0]) is not TrialState.NEW:
+    if len(job.trials) == 1 and ctx.state_of(job.trials[0]) not in (TrialState.NEW,
+                                                                     TrialState.EXTEND):
         trial = job.trials[0]
         if (ctx.dir_of(trial) / SUMMARY_FILE).exists():
             summary = read_back(trial, ctx.dir_of(trial), ctx.reporter, ctx.count)
@@ -206,13 +221,17 @@ def train_job(job: Job, ctx: JobContext, slot: Slot = Slot()) -> list[TrialSumma
             run.open_progress(ctx.reporter, ctx.count, tc.steps, where)
             run.check_done(state if whole else _take(state, run.seeds))
 
+    budgets = {r.trial.cfg.train.steps for r in runs}
+    if len(budgets) != 1:  # (a group differs only in learning rate)
+        raise ValueError(f"{job.name}: its trials have different train.steps {sorted(budgets)}")
+    total = np.int32(tc.steps)
     steps_run, first_chunk_s, step = 0, None, int(state.step[0])
     t_loop = time.monotonic()
     while not all(run.done for run in runs):
         if slot.stop is not None and slot.stop.is_set():
             raise KeyboardInterrupt
         t = time.monotonic()
-        state, metrics = chunk(state)
+        state, metrics = chunk(state, total)
         metrics = jax.device_get(metrics)
         if first_chunk_s is None:
             first_chunk_s = time.monotonic() - t
@@ -254,7 +273,7 @@ def _begin_group(runs: list[TrialRun], fresh, placement: Placement):
     steps = {}
     for run in runs:
         latest = Checkpointer(run.dir / CHECKPOINT_DIR).latest_step() if run.resume else None
-        if run.resume and (run.dir / SUMMARY_FILE).exists():
+        if run.resume and not run.extend and (run.dir / SUMMARY_FILE).exists():
             try:
                 run.finished = read_finished(run.dir)
             except DamagedFile:

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["OUTCOMES", "classify", "log_loss_trend"]
+__all__ = ["OUTCOMES", "classify", "log_loss_trend", "seed_outcomes"]
 
 OUTCOMES = ("solved", "learning", "stuck", "plateau", "diverged")
 WINDOW = 0.5  # the last half of the evaluations: a shorter window is at the mercy of noise
@@ -85,3 +85,20 @@ def classify(steps: Sequence[int], losses: Sequence[float | None], chance_loss: 
         return "learning"
     level = float(np.median(tail))
     return "stuck" if level >= NEAR_CHANCE * chance_loss else "plateau"
+
+
+def seed_outcomes(summary, lines: Sequence[dict] | None = None) -> dict[int, str]:
+    """Per seed of a finished trial (its :class:`~lstmjax.experiment.summary.TrialSummary`),
+    its outcome: as recorded in the summary, or -- for a summary written before outcomes were
+    recorded -- classified from its metric ``lines`` (``metrics.jsonl``; None: none read)."""
+    if summary.per_seed and all(r.outcome is not None for r in summary.per_seed):
+        return {r.seed: r.outcome for r in summary.per_seed}
+    curves: dict[int, tuple[list, list]] = {}
+    for line in lines or ():
+        if "loss" in line:
+            steps, losses = curves.setdefault(line["seed"], ([], []))
+            steps.append(line["step"])
+            losses.append(line["loss"])
+    return {r.seed: classify(*curves.get(r.seed, ([], [])), summary.chance_loss,
+                             solved=r.solved, diverged=r.diverged or r.blew_up)
+            for r in summary.per_seed}

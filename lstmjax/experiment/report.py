@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from lstmjax._io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
-from lstmjax.experiment import search
+from lstmjax.experiment import outcome, search
 from lstmjax.experiment.effective import option_notes, settings_rows
-from lstmjax.experiment.outcome import OUTCOMES, classify
+from lstmjax.experiment.outcome import OUTCOMES
 from lstmjax.experiment.rundir import (
     CONFIG_FILE,
     DIAGNOSTICS_FILE,
@@ -55,7 +55,7 @@ from lstmjax.experiment.rundir import (
     warn,
 )
 from lstmjax.experiment.schema import FrontierConfig
-from lstmjax.experiment.stats import growth_law, quartiles, wilson_interval
+from lstmjax.experiment.stats import growth_law, predicted_steps, quartiles, wilson_interval
 from lstmjax.experiment.sweep import GAP_KEY, format_value, swept_keys
 
 __all__ = ["write_report", "collect", "results_rows", "result_columns", "headline_table",
@@ -107,6 +107,7 @@ def write_report(
         atomic_write_text(dest / RESULTS_FILE, buf.getvalue())
         frontier_rows = found.extra.get("frontier")
         if frontier_rows is not None:
+            frontier_rows = _with_intervals_at_ends(frontier_rows, trials)
             atomic_write_text(dest / FRONTIER_FILE, _frontier_csv(frontier_rows))
         plot_paths = (_plots(dest, trials, cfg, frontier_rows, fc) if plots
                       else _existing_plots(dest))
@@ -135,8 +136,30 @@ def write_report(
     return out
 
 
-FRONTIER_COLUMNS = ["variant", "largest_solved", "smallest_unsolved", "probes", "probed",
-                    "complete"]
+FRONTIER_COLUMNS = ["variant", "largest_solved", "smallest_unsolved", "boundary", "budget",
+                    "probes", "probed", "complete",
+                    "largest_solved_fraction", "largest_solved_ci_low", "largest_solved_ci_high",
+                    "smallest_unsolved_fraction", "smallest_unsolved_ci_low",
+                    "smallest_unsolved_ci_high"]  # fmt: skip
+
+
+def _with_intervals_at_ends(rows: list[dict], trials: list[dict]) -> list[dict]:
+    """The frontier rows with the solved fraction and its 95 % Wilson interval at each
+    variant's largest solved and smallest unsolved gap (None where not probed)."""
+    by = {(t["variant"], t["gap"]): t["summary"] for t in trials if t["summary"] is not None}
+    out = []
+    for r in rows:
+        r = dict(r)
+        for end in ("largest_solved", "smallest_unsolved"):
+            s = by.get((r["variant"], r[end]))
+            lo, hi = (wilson_interval(s.solved_seeds, len(s.per_seed)) if s is not None
+                      else (None, None))
+            r[f"{end}_fraction"] = None if s is None else s.solved_fraction
+            r[f"{end}_ci_low"], r[f"{end}_ci_high"] = lo, hi
+        r.setdefault("boundary", None)
+        r.setdefault("budget", None)
+        out.append(r)
+    return out
 
 
 def _frontier_csv(rows: list[dict]) -> str:
@@ -152,8 +175,9 @@ def frontier_table(rows: list[dict], fc: FrontierConfig) -> str:
     """Markdown: per variant the largest gap solved and the smallest gap not solved, and whether
     its search is complete (an incomplete search's bounds are only what is known so far);
     ``fc``: the frontier's settings."""
-    lines = ["| variant | largest gap solved | smallest gap not solved | probes | search |",
-             "|:--|--:|--:|--:|:--|"]
+    lines = ["| variant | largest gap solved | smallest gap not solved | boundary | budget "
+             "(steps) | probes | search |",
+             "|:--|--:|--:|:--|--:|--:|:--|"]
     for r in rows:
         largest, smallest = r["largest_solved"], r["smallest_unsolved"]
         if r["complete"]:
@@ -164,8 +188,21 @@ def frontier_table(rows: list[dict], fc: FrontierConfig) -> str:
             largest = largest if largest is not None else "–"
             smallest = smallest if smallest is not None else "–"
             state = "incomplete"
-        lines.append(f"| {r['variant']} | {largest} | {smallest} | {r['probes']} | {state} |")
+        largest = f"{largest}{_end_interval(r, 'largest_solved')}"
+        smallest = f"{smallest}{_end_interval(r, 'smallest_unsolved')}"
+        boundary = (r.get("boundary") or "–").replace("_", "-")
+        budget = _fmt_steps(r.get("budget")) if r.get("budget") else "–"
+        lines.append(f"| {r['variant']} | {largest} | {smallest} | {boundary} | {budget} | "
+                     f"{r['probes']} | {state} |")
     return "\n".join(lines) + "\n"
+
+
+def _end_interval(r: dict, end: str) -> str:
+    """`` (3/3 solved, 44–100%)``: the seeds solved at a frontier end and their interval."""
+    frac, lo, hi = (r.get(f"{end}_{k}") for k in ("fraction", "ci_low", "ci_high"))
+    if frac is None or lo is None:
+        return ""
+    return f" ({frac:.0%} solved, 95% CI {lo:.0%}–{hi:.0%})"
 
 
 # A gap of a grid counts as solved when this fraction of its seeds solve it (a grid has no
@@ -194,6 +231,7 @@ def finding(cfg, trials: list[dict], frontier_rows: list[dict] | None,
     says so ("incomplete", with the command that resumes it, for ``run_dir``) and claims
     nothing beyond what its finished trials show. ``fc``: a frontier's settings, with its
     rows."""
+    bounds = {r["variant"]: r for r in frontier_rows or ()}
     if frontier_rows is not None:
         per = {r["variant"]: (r["largest_solved"], r["smallest_unsolved"]) for r in frontier_rows}
         running = [r["variant"] for r in frontier_rows if not r["complete"]]
@@ -226,6 +264,9 @@ def finding(cfg, trials: list[dict], frontier_rows: list[dict] | None,
                 return f"{v} solves gaps up to {largest} so far"
             return f"{v} solves gaps up to {largest} so far, not {smallest} (still bisecting)"
         so_far = " so far" if v in running else ""
+        row = bounds.get(v)
+        if row is not None and row.get("boundary") and v not in running:
+            return _at_boundary(v, row, trials, fc)
         if largest is None:
             return f"{v} solves no gap{so_far} (not even {lo})"
         if smallest is None:
@@ -269,6 +310,49 @@ def finding(cfg, trials: list[dict], frontier_rows: list[dict] | None,
     hedge = _overlaps(trials, best[0], [v for v in ranked if v not in best], per)
     text = f"{text} {hedge}" if hedge else text
     return f"{text} {note}" if note else text
+
+
+def _at_boundary(v: str, row: dict, trials: list[dict], fc) -> str:
+    """Where a variant's frontier ends, in the words of its ``boundary`` (stuck,
+    budget_limited, not_reached) and the evidence behind it."""
+    largest, gap, budget = row["largest_solved"], row["smallest_unsolved"], row.get("budget")
+    if row["boundary"] == "not_reached":
+        return (f"{v} solves every gap up to {largest}, the search's maximum (its boundary is "
+                "not reached; raise frontier.max to find it)")
+    head = (f"{v} solves gaps up to {largest} and" if largest is not None
+            else f"{v} solves no gap (not even {fc.start}) and")
+    at = next((t for t in trials if t["variant"] == v and t["gap"] == gap
+               and t["summary"] is not None), None)
+    counts = _outcome_counts(at, unsolved_only=True) if at is not None else ""
+    steps = _fmt_steps(budget) if budget else "its"
+    if row["boundary"] == "stuck":
+        return (f"{head} is stuck at {gap} ({counts} after {steps} steps: no longer learning "
+                "when the budget ran out)")
+    top = getattr(fc, "max_budget", None)
+    limit = (f"its maximum budget of {steps} steps" if top is not None and budget
+             and budget >= top else f"its {steps}-step budget")
+    return (f"{head} had not solved {gap} when {limit} ran out ({counts}: budget-limited, not "
+            f"a failure; {_settling(v, gap, budget, trials, top)})")
+
+
+def _settling(v: str, gap: int, budget: int | None, trials: list[dict], top) -> str:
+    """What budget would settle a budget-limited boundary: the variant's steps-to-solve law
+    extrapolated to ``gap`` where it has one, else more than what was spent."""
+    law = None
+    pts = _solve_steps(trials).get(v)
+    if pts:
+        law = growth_law([g for g, _ in pts], [n for _, n in pts])
+    if law is not None and budget:
+        need = predicted_steps(law, gap)
+        if need > budget:
+            need = float(f"{need:.2g}")
+            return (f"its steps-to-solve trend ({law['better']} law, gaps "
+                    f"{law['gaps'][0]:g}–{law['gaps'][1]:g}) predicts about {need:,.0f} steps "
+                    f"at gap {gap}; frontier.max_budget: {math.ceil(need * 1.5):d} would "
+                    "settle it")
+    more = f"more than {_fmt_steps(budget)} steps" if budget else "more steps"
+    key = "frontier.max_budget" if top is not None else "frontier.max_budget (not set)"
+    return f"{more} would settle it: raise {key}"
 
 
 def _overlaps(trials: list[dict], lead: str, others: list[str], per: dict) -> str:
@@ -388,17 +472,9 @@ def result_columns(cfg, keys: tuple[str, ...] = ()) -> list[str]:
 
 def seed_outcomes(t: dict) -> dict[int, str]:
     """Per seed of a finished trial, what became of it (:mod:`lstmjax.experiment.outcome`:
-    solved, learning, stuck, plateau, diverged), read from its evaluation curve."""
-    s = t["summary"]
-    curves: dict[int, tuple[list, list]] = {}
-    for line in t["metrics"]:
-        if "loss" in line:
-            steps, losses = curves.setdefault(line["seed"], ([], []))
-            steps.append(line["step"])
-            losses.append(line["loss"])
-    return {r.seed: classify(*curves.get(r.seed, ([], [])), s.chance_loss, solved=r.solved,
-                             diverged=r.diverged or r.blew_up)
-            for r in s.per_seed}
+    solved, learning, stuck, plateau, diverged): recorded in its summary, or read from its
+    evaluation curve for a summary written before outcomes were recorded."""
+    return outcome.seed_outcomes(t["summary"], t["metrics"])
 
 
 def _outcome_counts(t: dict, unsolved_only: bool = False) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["wilson_interval", "quartiles", "Z95"]
+__all__ = ["wilson_interval", "quartiles", "growth_law", "predicted_steps", "Z95"]
 
 Z95 = 1.959963984540054  # the two-sided 95 % normal quantile
 
@@ -48,7 +48,8 @@ def growth_law(gaps: Sequence[float], steps: Sequence[float]) -> dict | None:
     """How the cost of solving grows with the gap: least squares of ``log(steps)`` on
     ``log(gap)`` (a power law, ``steps ~ gap^k``) and on ``gap`` (an exponential, ``steps ~
     exp(r gap)``), one point per solved seed. Returns ``{"exponent": k, "rate": r, "r2_power",
-    "r2_exponential", "better": "power" | "exponential", "gaps": (min, max), "points": n}``, or
+    "r2_exponential", "better": "power" | "exponential", "gaps": (min, max), "points": n,
+    "log_intercept_power", "log_intercept_exponential"}``, or
     None with fewer than 3 distinct gaps (a line through 2 gaps says nothing)."""
     import numpy as np
 
@@ -62,10 +63,19 @@ def growth_law(gaps: Sequence[float], steps: Sequence[float]) -> dict | None:
         coef, *_ = np.linalg.lstsq(X, y, rcond=None)
         total = float(np.sum((y - y.mean()) ** 2))
         resid = float(np.sum((y - X @ coef) ** 2))
-        return float(coef[1]), (1.0 - resid / total) if total > 0 else 1.0
+        return float(coef[1]), float(coef[0]), (1.0 - resid / total) if total > 0 else 1.0
 
-    k, r2_power = fit(np.log(g))
-    r, r2_exp = fit(g)
+    k, a_power, r2_power = fit(np.log(g))
+    r, a_exp, r2_exp = fit(g)
     return {"exponent": k, "rate": r, "r2_power": r2_power, "r2_exponential": r2_exp,
             "better": "power" if r2_power >= r2_exp else "exponential",
-            "gaps": (float(g.min()), float(g.max())), "points": int(len(g))}
+            "gaps": (float(g.min()), float(g.max())), "points": int(len(g)),
+            "log_intercept_power": a_power, "log_intercept_exponential": a_exp}
+
+
+def predicted_steps(law: dict, gap: float) -> float:
+    """The steps to solve at ``gap`` by the better fit of :func:`growth_law` (``exp(a) gap^k``
+    or ``exp(a + r gap)``): an extrapolation, as good as the law holds beyond its gaps."""
+    if law["better"] == "power":
+        return math.exp(law["log_intercept_power"] + law["exponent"] * math.log(gap))
+    return math.exp(law["log_intercept_exponential"] + law["rate"] * gap)

@@ -36,6 +36,9 @@ class SeedResult:
     diverged_step: int | None
     steps_trained: int
     blew_up: bool = False
+    # solved | learning | stuck | plateau | diverged (lstmjax.experiment.outcome); None in
+    # summaries written before it was recorded (the report then reads it from the curve)
+    outcome: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +70,7 @@ class TrialSummary:
     first_chunk_s: float | None = None
     seed_steps_per_s: float | None = None
     resumed_from_step: int | None = None
+    budget_raised_from: int | None = None  # train.steps before a raised budget continued it
     # length generalisation (eval.lengths): one entry per evaluation length, per-seed lists
     length_eval: list[dict] | None = None
 

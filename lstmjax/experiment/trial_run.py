@@ -19,6 +19,7 @@ from lstmjax._io import atomic_write_text, remove_stale_temporaries
 from lstmjax.experiment import loggers
 from lstmjax.experiment.config import to_dict
 from lstmjax.experiment.diagnose import Diagnoser
+from lstmjax.experiment.outcome import classify
 from lstmjax.experiment.progress import Reporter, position_label
 from lstmjax.experiment.rundir import (
     CHECKPOINT_DIR,
@@ -74,6 +75,8 @@ class TrialRun:
                  *, sinks: loggers.Loggers, diag: Diagnoser | None = None):
         self.trial, self.dir, self.seeds = trial, trial_dir, seeds
         self.resume = TrialState(state) is not TrialState.NEW
+        self.extend = TrialState(state) is TrialState.EXTEND
+        self.raised_from: int | None = None  # train.steps before a raised budget
         self.n_seeds = seeds[1] - seeds[0]
         self.sinks, self.diag = sinks, diag
         self.cfg = trial.cfg
@@ -95,7 +98,8 @@ class TrialRun:
         resume = self.resume
         if resume and config_path.exists():
             try:
-                check_same_config(read_yaml(config_path), to_dict(cfg), config_path)
+                self.raised_from = check_same_config(read_yaml(config_path), to_dict(cfg),
+                                                     config_path)
             except DamagedFile:
                 resume = False  # warned about by plan_run; start again
         self.checkpoints = Checkpointer(self.dir / CHECKPOINT_DIR,
@@ -123,12 +127,24 @@ class TrialRun:
             self.checkpoints.clear()
             write_config(config_path, to_dict(cfg))
             atomic_write_text(self.dir / METRICS_FILE, "")
+            self.raised_from = None
+        elif self.raised_from is not None:
+            # A raised budget: the summary of the smaller one goes first (a kill before the
+            # new config is written then finds the old config and no summary: extended again),
+            # then the config with the new budget (a kill after it finds an unfinished trial).
+            (self.dir / SUMMARY_FILE).unlink(missing_ok=True)
+            write_config(config_path, to_dict(cfg))
         clear_failure(self.dir)
         self.restored = restored
         if self.diag is not None:
             if restored is not None:
                 self.diag_lines = [d for d in read_diagnostics(self.dir / DIAGNOSTICS_FILE)
                                    if d["step"] <= restored]
+                if self.raised_from is not None and not self.diag.due(
+                        restored - tc.eval_every, restored):
+                    # recorded because the smaller budget ended there; a run made with the
+                    # larger budget has no diagnostics at that step
+                    self.diag_lines = [d for d in self.diag_lines if d["step"] != restored]
             if not self.diag_lines:  # at initialisation (every seed starts the same way)
                 self.diag_lines = self.diag.lines(fresh if restored is None else reinit(), 0)
         # the other loggers (lstmjax.experiment.loggers) get only records after the checkpoint
@@ -171,7 +187,8 @@ class TrialRun:
         only if the trial did not finish earlier than the job."""
         state = self.final if self.final is not None else state
         summary = _summarise(self.trial, trainer.task, state, self.lines, self.seed_ids)
-        summary = summary.replace(resumed_from_step=self.restored, **timing)
+        summary = summary.replace(resumed_from_step=self.restored,
+                                  budget_raised_from=self.raised_from, **timing)
         if self.cfg.eval is not None and self.cfg.eval.lengths:
             summary = summary.replace(length_eval=evaluate_lengths(trainer, self.cfg, state))
         write_metrics(self.dir / METRICS_FILE, self.lines)
@@ -180,6 +197,9 @@ class TrialRun:
         write_summary(self.dir / SUMMARY_FILE, summary)
         self.sinks.close_trial(self.trial)
         note = "" if self.restored is None else f" (resumed from step {self.restored})"
+        if self.raised_from is not None:
+            note = (f" (budget raised from {self.raised_from} to {self.cfg.train.steps} steps; "
+                    f"continued from step {self.restored})")
         self.progress.end(int(state.step[0]), *_status(self.lines, self.seed_ids, state), note)
         return summary
 
@@ -293,8 +313,13 @@ def _summarise(trial: Trial, task, state, lines: list[dict], seeds: list[int]) -
     diverged_step = np.asarray(state.diverged_step)
     updates = np.asarray(state.updates)
     last: dict[int, dict] = {}
+    curves: dict[int, tuple[list, list]] = {}
     for line in lines:
         last[line["seed"]] = line
+        if "loss" in line:
+            steps, losses = curves.setdefault(line["seed"], ([], []))
+            steps.append(line["step"])
+            losses.append(line["loss"])
     per_seed = []
     factor = trial.cfg.train.blowup_factor
     for i, seed in enumerate(seeds):
@@ -303,9 +328,10 @@ def _summarise(trial: Trial, task, state, lines: list[dict], seeds: list[int]) -
         diverged = bool(diverged_step[i] >= 0)
         blew_up = (factor is not None and not diverged and loss is not None
                    and loss > factor * float(task.chance_loss))
+        solved = bool(solved_step[i] >= 0)
         per_seed.append(SeedResult(
             seed=seed,
-            solved=bool(solved_step[i] >= 0),
+            solved=solved,
             steps_to_solve=int(solved_step[i]) if solved_step[i] >= 0 else None,
             final_loss=final.get("loss"),
             final_accuracy=final.get("accuracy"),
@@ -313,6 +339,8 @@ def _summarise(trial: Trial, task, state, lines: list[dict], seeds: list[int]) -
             diverged_step=int(diverged_step[i]) if diverged_step[i] >= 0 else None,
             steps_trained=int(updates[i]),
             blew_up=blew_up,
+            outcome=classify(*curves.get(seed, ([], [])), float(task.chance_loss),
+                             solved=solved, diverged=diverged or blew_up),
         ))
     cfg = trial.cfg
     return TrialSummary.build(

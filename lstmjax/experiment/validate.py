@@ -118,7 +118,28 @@ def _check_frontier(cfg: ExperimentConfig) -> list[Trial]:
               for i, v in enumerate(variants) for j, (name, gap) in enumerate(ends)]
     ends_trials = _check_points(cfg, probes, [], axis_labels(cfg, (key,)))  # both ends
     check_distinct_models(ends_trials)  # two variants that build the same model
-    return trials_of(cfg, variants)
+    trials = trials_of(cfg, variants)
+    if fc.max_budget is not None:
+        for t in trials:
+            _check_budget(fc, t)
+    return trials
+
+
+def _check_budget(fc, trial: Trial) -> None:
+    """A probe extended to ``frontier.max_budget`` must continue exactly as a run made with
+    that budget from the start would (see :func:`lstmjax.experiment.rundir.raised_budget`)."""
+    tc, who = trial.cfg.train, f" (variant {trial.variant})" if trial.variant else ""
+    if fc.max_budget < tc.steps:
+        raise ConfigError(f"frontier.max_budget: {fc.max_budget} is smaller than train.steps "
+                          f"({tc.steps}){who}; use at least train.steps, or null")
+    if fc.max_budget > tc.steps and tc.schedule == "cosine":
+        raise ConfigError(f"frontier.max_budget: {fc.max_budget} needs a schedule that does not "
+                          f"depend on train.steps, but train.schedule is cosine{who}; use "
+                          "constant or step, or frontier.max_budget: null")
+    if fc.max_budget > tc.steps and tc.steps % tc.eval_every:
+        raise ConfigError(f"frontier.max_budget: {fc.max_budget} needs train.steps ({tc.steps}) "
+                          f"to be a multiple of train.eval_every ({tc.eval_every}){who}, so that "
+                          "a probe continues exactly where it stopped")
 
 
 def _validate_trials(cfg: ExperimentConfig) -> list[Trial]:

@@ -21,6 +21,7 @@ Randomness is a pure function of (seed key, step): the training batch of step ``
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -49,7 +50,9 @@ class TrainState(NamedTuple):
 
 class Trainer(NamedTuple):
     """The pieces of a training run. ``init(key, learning_rate=None) -> TrainState``;
-    ``chunk(state) -> (state, metrics)``; ``num_chunks`` chunks cover ``steps``."""
+    ``chunk(state) -> (state, metrics)``; ``num_chunks`` chunks cover ``steps``.
+    ``chunk_to(state, total)``: ``chunk`` with the step budget ``total`` a runtime value (an
+    int32 scalar), so one compiled program serves every budget (a budget raised on resume)."""
 
     init: Callable[..., TrainState]
     chunk: Callable[[TrainState], tuple[TrainState, dict]]
@@ -57,6 +60,7 @@ class Trainer(NamedTuple):
     steps_per_chunk: int
     task: Any
     model: Model
+    chunk_to: Callable[..., tuple[TrainState, dict]] | None = None
 
 
 def make_task(cfg):
@@ -83,7 +87,6 @@ def make_trainer(cfg, batch_sharding=None) -> Trainer:
     task = make_task(cfg)
     model = make_model(cfg.model, task.input_size, task.output_size)
     tx = make_optimizer(tc)
-    total = tc.steps
     stochastic = model.net.needs_key  # dropout, zoneout or weight drop: train with a key
 
     def sample(key, size, fn):
@@ -110,7 +113,7 @@ def make_trainer(cfg, batch_sharding=None) -> Trainer:
         zero = jnp.asarray(0, jnp.int32)
         return TrainState(zero, zero, params, opt_state, key, minus_one, minus_one)
 
-    def train_step(carry, _):
+    def train_step(total, carry, _):
         state, loss_sum, gnorm_sum, n_ok = carry
         active = (state.step < total) & ~frozen(state)
         step_key = jax.random.fold_in(jax.random.fold_in(state.key, 1), state.step)
@@ -134,12 +137,13 @@ def make_trainer(cfg, batch_sharding=None) -> Trainer:
         gnorm_sum = gnorm_sum + jnp.where(ok, grad_norm, 0.0).astype(jnp.float32)
         return (state, loss_sum, gnorm_sum, n_ok + ok.astype(jnp.int32)), None
 
-    def chunk(state: TrainState) -> tuple[TrainState, dict]:
+    def chunk_to(state: TrainState, total) -> tuple[TrainState, dict]:
+        total = jnp.asarray(total, jnp.int32)
         was_active = (state.step < total) & ~frozen(state)
         zero = jnp.asarray(0.0, jnp.float32)
         init_carry = (state, zero, zero, jnp.asarray(0, jnp.int32))
         (state, loss_sum, gnorm_sum, n_ok), _ = jax.lax.scan(
-            train_step, init_carry, None, length=tc.eval_every
+            functools.partial(train_step, total), init_carry, None, length=tc.eval_every
         )
         eval_step = jnp.minimum(state.step, total)
         eval_key = jax.random.fold_in(jax.random.fold_in(state.key, 2), eval_step)
@@ -169,8 +173,11 @@ def make_trainer(cfg, batch_sharding=None) -> Trainer:
         metrics["updates"] = state.updates
         return state, metrics
 
-    num_chunks = math.ceil(total / tc.eval_every)
-    return Trainer(init, chunk, num_chunks, tc.eval_every, task, model)
+    def chunk(state: TrainState) -> tuple[TrainState, dict]:
+        return chunk_to(state, tc.steps)
+
+    num_chunks = math.ceil(tc.steps / tc.eval_every)
+    return Trainer(init, chunk, num_chunks, tc.eval_every, task, model, chunk_to)
 
 
 def make_train(cfg) -> Callable[..., tuple[TrainState, dict]]:

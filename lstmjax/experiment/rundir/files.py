@@ -32,7 +32,8 @@ from lstmjax.experiment.schema import ExperimentConfig
 from lstmjax.experiment.summary import SummaryError, TrialSummary
 
 __all__ = [
-    "read_yaml", "write_config", "check_same_config", "load_run_config", "check_no_links",
+    "read_yaml", "write_config", "check_same_config", "raised_budget", "stored_steps",
+    "load_run_config", "check_no_links",
     "plan_run", "plan_trials", "prepare", "write_jsonl", "read_jsonl", "write_metrics",
     "read_metrics", "write_diagnostics", "read_diagnostics", "read_finished", "write_summary",
     "read_summary", "write_failure", "read_failure", "clear_failure",
@@ -66,9 +67,15 @@ def _normalised(stored: dict) -> dict:
         return stored
 
 
-def check_same_config(stored: dict, current: dict, path: Path) -> None:
-    """Refuse to resume with a different experiment (output settings may differ)."""
+def check_same_config(stored: dict, current: dict, path: Path) -> int | None:
+    """Refuse to resume with a different experiment (output settings may differ) -- except a
+    raised budget: when the only difference is a larger ``train.steps``, returns the stored
+    steps (the run continues its unfinished seeds to the new budget, see
+    :func:`raised_budget`); otherwise None."""
     stored = _normalised(stored)
+    raised = raised_budget(stored, current, path)
+    if raised is not None:
+        return raised
     for section in ("name", "task", "model", "train", "sweep"):
         if stored.get(section) != current.get(section):
             diff = _first_difference(stored.get(section), current.get(section), section)
@@ -76,6 +83,51 @@ def check_same_config(stored: dict, current: dict, path: Path) -> None:
                 f"{path}: the run was made with a different config ({diff}); "
                 "use another --out to start a new run"
             )
+    return None
+
+
+def raised_budget(stored: dict, current: dict, path: Path) -> int | None:
+    """The stored ``train.steps`` when ``current`` differs from the (normalised) ``stored``
+    config only by a larger ``train.steps``; None when they differ otherwise (or not at all).
+
+    A raised budget continues a trial from its last checkpoint, which equals a run made with
+    the larger budget from the start only if the steps so far would have been the same:
+    refused (one line) when the schedule depends on ``train.steps`` (``cosine``) or when the
+    stored budget ended inside a chunk (not a multiple of ``train.eval_every``)."""
+    st, cu = stored.get("train"), current.get("train")
+    if not (isinstance(st, dict) and isinstance(cu, dict)):
+        return None
+    old, new = st.get("steps"), cu.get("steps")
+    if not (isinstance(old, int) and isinstance(new, int) and new > old):
+        return None
+    if any(stored.get(k) != current.get(k) for k in ("name", "task", "model", "sweep")):
+        return None
+    if {k: v for k, v in st.items() if k != "steps"} != {k: v for k, v in cu.items()
+                                                          if k != "steps"}:
+        return None
+    if cu.get("schedule") == "cosine":
+        raise RunError(
+            f"{path}: train.steps raised from {old} to {new}, but the cosine schedule decays "
+            f"over train.steps, so the steps trained so far differ from a run made with {new}; "
+            "use another --out to start a new run"
+        )
+    if old % cu.get("eval_every", 1):
+        raise RunError(
+            f"{path}: train.steps raised from {old} to {new}, but {old} is not a multiple of "
+            f"train.eval_every ({cu.get('eval_every')}), so its last chunk ran past the budget "
+            "with updates masked; use another --out to start a new run"
+        )
+    return old
+
+
+def stored_steps(trial_dir: Path) -> int | None:
+    """``train.steps`` of the config stored in a trial's directory (None: none readable)."""
+    try:
+        train = read_yaml(Path(trial_dir) / CONFIG_FILE).get("train")
+    except (OSError, DamagedFile):
+        return None
+    steps = train.get("steps") if isinstance(train, dict) else None
+    return steps if isinstance(steps, int) else None
 
 
 def _first_difference(a: Any, b: Any, path: str) -> str:
@@ -189,7 +241,8 @@ def plan_run(run_dir: Path, cfg: ExperimentConfig, trials, resume: bool
 
 def plan_trials(run_dir: Path, trials) -> dict[str, TrialState]:
     """Per trial of a resumed run: ``NEW`` (no directory), ``RESTART`` (no or damaged config),
-    ``RESUME`` or ``FINISHED``; raises if a trial's stored config differs."""
+    ``RESUME``, ``FINISHED`` or ``EXTEND`` (made with fewer ``train.steps``); raises if a
+    trial's stored config differs otherwise."""
     plan = {}
     for trial in trials:
         tdir = run_dir / trial.name
@@ -211,7 +264,9 @@ def plan_trials(run_dir: Path, trials) -> dict[str, TrialState]:
             warn(f"{e}; the trial will be trained again from the start")
             plan[trial.name] = TrialState.RESTART
             continue
-        check_same_config(stored, to_dict(trial.cfg), tconfig)
+        if check_same_config(stored, to_dict(trial.cfg), tconfig) is not None:
+            plan[trial.name] = TrialState.EXTEND  # (its summary, if any, is replaced)
+            continue
         plan[trial.name] = TrialState.RESUME
         if (tdir / SUMMARY_FILE).exists():
             try:

@@ -46,6 +46,7 @@ class TrialState(str, enum.Enum):
     RESTART = "restart"    # a directory without (or with a damaged) config: from the start
     RESUME = "resume"      # unfinished: continues from its newest valid checkpoint
     FINISHED = "finished"  # a valid summary: read back, not trained
+    EXTEND = "extend"      # made with fewer train.steps: continues to the raised budget
 
     def __str__(self) -> str:
         return self.value

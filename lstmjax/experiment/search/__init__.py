@@ -93,7 +93,8 @@ def for_config(cfg: ExperimentConfig, run_dir: Path | None = None, *,
     if kind == "optuna":
         return OptunaSearch(cfg, run_dir, trials, resume=resume, count=count, note=note)
     if kind == "frontier":
-        return FrontierSearch(cfg, cfg.frontier, trials, rank=rank, count=count)
+        return FrontierSearch(cfg, cfg.frontier, trials, rank=rank, count=count,
+                              run_dir=run_dir, resume=resume)
     return GridSearch(trials, rank=rank, count=count)
 
 

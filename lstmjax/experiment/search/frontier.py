@@ -7,6 +7,8 @@ import dataclasses
 from pathlib import Path
 
 from lstmjax.experiment import frontier
+from lstmjax.experiment.outcome import seed_outcomes
+from lstmjax.experiment.rundir import METRICS_FILE, read_metrics, stored_steps
 from lstmjax.experiment.search.result import Replay, SearchResult, read_entry
 from lstmjax.experiment.summary import TrialSummary
 from lstmjax.experiment.sweep import Trial
@@ -28,18 +30,56 @@ def probe(cfg, fc, variant: Trial, gap: int, index: int) -> Trial:
                  {**variant.assignment, key: gap}, gap_key=key)
 
 
+def _budget_of(run_dir: Path | None, trial: Trial, fc) -> Trial:
+    """``trial`` with the budget its directory in ``run_dir`` was last given by an extension
+    (a resumed run: the search asks for what it asked for before), else as it is."""
+    if run_dir is None:
+        return trial
+    steps = stored_steps(run_dir / trial.name)
+    top = fc.max_budget
+    if steps is None or top is None or not trial.cfg.train.steps < steps <= top:
+        return trial
+    return _with_steps(trial, steps)
+
+
+def _with_steps(trial: Trial, steps: int) -> Trial:
+    train = trial.cfg.train.model_copy(update={"steps": steps})
+    return dataclasses.replace(trial, cfg=trial.cfg.model_copy(update={"train": train}))
+
+
+def _boundaries(fc, found: dict, at: dict) -> dict:
+    """Per variant name: (its :func:`frontier.boundary`, the steps its smallest unsolved
+    probe ended with); ``at``: variant name -> {gap: (seed outcomes, steps)}."""
+    out = {}
+    for name, result in found.items():
+        outcomes, steps = at.get(name, {}).get(result.smallest_unsolved, (None, None))
+        if result.smallest_unsolved is None and result.largest_solved is not None:
+            steps = at.get(name, {}).get(result.largest_solved, (None, None))[1]
+        out[name] = (frontier.boundary(fc, result, outcomes), steps)
+    return out
+
+
 class FrontierSearch:
     """Per variant (process ``rank`` of ``count`` takes every ``count``-th), the next probe
     as soon as the variant's last one is told; a variant whose probe fails stops searching
     (its frontier marked incomplete). The decisions depend only on each variant's own
-    outcomes, so the probes are the same whatever order the results come in."""
+    outcomes, so the probes are the same whatever order the results come in.
+
+    A probe told unsolved while enough of its seeds are still learning
+    (:func:`frontier.could_still_solve`) is asked again with a raised budget
+    (:func:`frontier.next_budget`, up to ``frontier.max_budget``) before it counts; its
+    directory continues from its checkpoint. ``run_dir``: where a resumed run's probes are
+    (each is asked with the budget it was last given)."""
 
     fixed = False
     streams = True
     size = 0  # decided as it goes
 
-    def __init__(self, cfg, fc, variants: list[Trial], *, rank: int = 0, count: int = 1):
+    def __init__(self, cfg, fc, variants: list[Trial], *, rank: int = 0, count: int = 1,
+                 run_dir: Path | None = None, resume: bool = False):
         self.cfg, self.fc = cfg, fc
+        self.run_dir = run_dir if resume else None
+        self._at: dict[str, dict[int, tuple[list[str], int]]] = {}  # outcomes, steps per gap
         self.variants = list(variants)[rank::count]
         self.upfront = tuple(probe(cfg, fc, v, fc.start, 0) for v in variants)
         self.largest = tuple(probe(cfg, fc, v, fc.max, 0) for v in variants)
@@ -64,7 +104,8 @@ class FrontierSearch:
                 gap, self.found[v.name] = frontier.plan(self.fc, self.known[v.name])
                 if gap is None:
                     continue
-                trial = probe(self.cfg, self.fc, v, gap, self._index)
+                trial = _budget_of(self.run_dir, probe(self.cfg, self.fc, v, gap, self._index),
+                                   self.fc)
                 self._index += 1
             self._pending[trial.name] = v
             self._probes[trial.name] = trial
@@ -80,9 +121,18 @@ class FrontierSearch:
             self._stopped.add(v.name)
             self.found[v.name] = dataclasses.replace(self.found[v.name], complete=False)
             return
-        self.known[v.name][int(trial.gap)] = summary.solved_fraction
         self._summaries.pop(trial.name, None)  # told again (more steps): the newer result
         self._summaries[trial.name] = summary
+        outcomes = list(_outcomes(self.run_dir, trial, summary).values())
+        self._at.setdefault(v.name, {})[int(trial.gap)] = (outcomes, trial.cfg.train.steps)
+        tc = trial.cfg.train
+        if summary.solved_fraction < self.fc.min_solved - 1e-12 and frontier.could_still_solve(
+                self.fc, outcomes):
+            steps = frontier.next_budget(self.fc, tc.steps, tc.eval_every)
+            if steps is not None:  # still learning: trained on before it counts as unsolved
+                self.extend(trial.name, steps)
+                return
+        self.known[v.name][int(trial.gap)] = summary.solved_fraction
 
     def extend(self, name: str, steps: int) -> Trial:
         """Ask for the probe ``name`` again with ``train.steps = steps`` (a probe still
@@ -90,32 +140,50 @@ class FrontierSearch:
         the earlier one. Returns the trial that will be asked."""
         trial = self._probes[name]
         variant = self._variant_of[name]
-        train = trial.cfg.train.model_copy(update={"steps": steps})
-        again = dataclasses.replace(trial, cfg=trial.cfg.model_copy(update={"train": train}))
+        again = _with_steps(trial, steps)
         self._again[variant.name] = again
+        self._probes[name] = again
         return again
 
     def result(self) -> SearchResult:
+        boundaries = _boundaries(self.fc, self.found, self._at)
         return SearchResult(tuple(self._summaries.values()),
-                            {"frontier": frontier.rows(self.variants, self.found)})
+                            {"frontier": frontier.rows(self.variants, self.found, boundaries)})
 
     @staticmethod
     def replay(cfg, fc, variants: list[Trial], run_dir: Path) -> Replay:
         """The search again over the finished probes in ``run_dir``; a probe the search asks
         for that has not finished ends that variant's replay."""
-        entries, results, index = [], {}, 0
+        entries, results, index, at = [], {}, 0, {}
         for variant in variants:
             known: dict[int, float] = {}
             while True:
                 gap, results[variant.name] = frontier.plan(fc, known)
                 if gap is None:
                     break
-                trial = probe(cfg, fc, variant, gap, index)
+                trial = _budget_of(run_dir, probe(cfg, fc, variant, gap, index), fc)
                 index += 1
                 summary, damage = read_entry(run_dir / trial.name)
+                if summary is not None and summary.steps != trial.cfg.train.steps:
+                    trial = _with_steps(trial, summary.steps)  # (its final budget)
                 entries.append((trial, summary, damage))
                 if summary is None:
                     break
+                outcomes = list(_outcomes(run_dir, trial, summary).values())
+                at.setdefault(variant.name, {})[gap] = (outcomes, summary.steps)
                 known[gap] = summary.solved_fraction
-        return Replay(tuple(entries), fc, {"frontier": frontier.rows(variants, results)},
-                      (fc.key,))
+        boundaries = _boundaries(fc, results, at)
+        return Replay(tuple(entries), fc,
+                      {"frontier": frontier.rows(variants, results, boundaries)}, (fc.key,))
+
+
+def _outcomes(run_dir: Path | None, trial: Trial, summary: TrialSummary) -> dict[int, str]:
+    """The seed outcomes of a finished probe: recorded in its summary, or (a summary written
+    before they were) read from its metric lines in ``run_dir``."""
+    lines = None
+    if run_dir is not None and not all(r.outcome for r in summary.per_seed):
+        try:
+            lines = read_metrics(run_dir / trial.name / METRICS_FILE, strict=False)
+        except (OSError, ValueError):
+            lines = None
+    return seed_outcomes(summary, lines)
