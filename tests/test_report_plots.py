@@ -183,3 +183,85 @@ def test_learning_curves_of_a_classification_task_add_an_accuracy_row_with_its_t
                        and tuple(ln.get_color()) == tuple(_median_line(ax, gap).get_color())]
             np.testing.assert_allclose(line.get_ydata(), np.median(accuracy, axis=0))
             _check_band(acc, i, accuracy)
+
+
+def _summary(variant: str, gap: int, solved_steps: list, length_eval=None) -> dict:
+    """A finished even_pairs trial dict (as the report collects it) without files: one seed
+    per entry of ``solved_steps``, solved after that many steps, or not (None)."""
+    per_seed = [SeedResult(seed=i, solved=n is not None, steps_to_solve=n, final_loss=0.1,
+                           final_accuracy=0.5, diverged=False, diverged_step=None,
+                           steps_trained=n or 1000) for i, n in enumerate(solved_steps)]
+    summary = TrialSummary.build(
+        per_seed, trial=f"{variant}-{gap}", index=0, values={}, variant=variant,
+        task="even_pairs", cell=variant, length=gap, chance_loss=CHANCE["even_pairs"],
+        loss_type="xent", steps=1000, seeds=list(range(len(solved_steps))),
+        length_eval=length_eval)
+    return {"variant": variant, "gap": gap, "summary": summary, "metrics": [], "assignment": {}}
+
+
+def _cfg():
+    from lstmjax.experiment import from_dict
+
+    return from_dict({"name": "p", "task": {"name": "even_pairs", "length": 5},
+                      "sweep": {"model.cell": ["lstm", "rnn"], "task.length": [5, 10, 20]}})
+
+
+def test_length_plot_legend_lists_training_gaps_in_numeric_order_with_the_threshold():
+    from lstmjax.experiment.report import _length_plot
+
+    def evals(gap):
+        return [{"length": n, "trained": n == gap, "accuracy": [0.4 + n / 100, 0.6, 0.9],
+                 "solved": [False, False, True], "loss": [0.1] * 3,
+                 "loss_vs_chance": [0.2] * 3} for n in (5, 10, 20, 40)]
+
+    # a frontier probes out of order: 20 before 5 and 10
+    trials = [_summary("lstm", g, [100, None, None], evals(g)) for g in (20, 5, 10)]
+    ax = _length_plot(trials, _cfg()).axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "lstm, trained at 5", "lstm, trained at 10", "lstm, trained at 20"]
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label() == "lstm, trained at 5"]
+    np.testing.assert_allclose(line.get_ydata(), [np.median([0.4 + n / 100, 0.6, 0.9])
+                                                  for n in (5, 10, 20, 40)])
+    # even_pairs is solved at accuracy >= 0.9 (its default)
+    (threshold,) = [ln for ln in ax.get_lines() if ln.get_gid() == "solved-threshold"]
+    assert list(threshold.get_ydata()) == [0.9, 0.9]
+
+
+def _wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    p = k / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+
+
+def test_solved_vs_gap_bars_are_wilson_intervals_and_steps_bars_are_quartiles():
+    from lstmjax.experiment.report import _solved_vs_gap, _steps_plot
+
+    steps = {5: [100, 140, 300, None], 10: [400, 500, None, None], 20: [900, None, None, None]}
+    trials = [_summary("lstm", g, steps[g]) for g in (5, 10, 20)]
+    ax = _solved_vs_gap(trials, _cfg()).axes[0]
+    (bars,) = ax.containers[0].lines[2]
+    for seg, g in zip(bars.get_segments(), (5, 10, 20), strict=True):
+        k = sum(n is not None for n in steps[g])
+        assert seg[0][0] == g
+        np.testing.assert_allclose([seg[0][1], seg[1][1]], _wilson(k, 4), atol=1e-12)
+    ax = _steps_plot(trials, _cfg()).axes[0]
+    (bars,) = ax.containers[0].lines[2]
+    for seg, g in zip(bars.get_segments(), (5, 10, 20), strict=True):
+        solved = [n for n in steps[g] if n is not None]
+        np.testing.assert_allclose([seg[0][1], seg[1][1]], np.percentile(solved, [25, 75]))
+    np.testing.assert_allclose(np.asarray(ax.containers[0].lines[0].get_ydata(), float),
+                               [np.median([n for n in steps[g] if n is not None])
+                                for g in (5, 10, 20)])
+
+
+def test_plots_note_names_the_gap_cap_only_when_a_panel_leaves_gaps_out():
+    from lstmjax.experiment.report import MAX_CURVES, _curves, _plots_note
+
+    # 10 gaps x 3 seeds: every gap is drawn (a median with its band): nothing is left out
+    ten = [_summary("lstm", g, [100, None, None]) for g in range(5, 15)]
+    assert _plots_note(ten, []) == ""
+    # 20 gaps: 16 of them, evenly spread, the first and last included
+    twenty = [_summary("lstm", g, [100, None, None]) for g in range(20, 0, -1)]
+    gaps = [t["gap"] for t in _curves(twenty)]
+    assert len(gaps) == MAX_CURVES and gaps == sorted(gaps) and gaps[0] == 1 and gaps[-1] == 20
+    assert f"at most {MAX_CURVES} gaps (evenly spread)" in _plots_note(twenty, [])

@@ -667,6 +667,9 @@ def length_table(trials: list[dict]) -> str:
 
 
 def _length_plot(trials: list[dict], cfg):
+    """Accuracy (median over seeds) against the evaluation gap, per variant and training gap
+    (legend: by variant, then the training gaps in numeric order); the solved threshold dotted
+    where the task is solved on its accuracy."""
     import statistics
 
     fig = _figure(6.8, 4.4)
@@ -676,7 +679,11 @@ def _length_plot(trials: list[dict], cfg):
     styles = ["-", "--", ":", "-."]
     drawn = {v: _spread(sorted({t["gap"] for t in rows if t["variant"] == v}), MAX_GAPS)
              for v in variants}
-    rows = [t for t in rows if t["gap"] in drawn[t["variant"]]]
+    rows = sorted((t for t in rows if t["gap"] in drawn[t["variant"]]),
+                  key=lambda t: (variants.index(t["variant"]), t["gap"]))
+    criteria = {c for c in (_solved_criterion(cfg, t) for t in rows) if c and c[0] == "accuracy"}
+    if len(criteria) == 1:
+        ax.axhline(next(iter(criteria))[1], color="black", ls=":", lw=1.2, gid="solved-threshold")
     for t in rows:
         i = variants.index(t["variant"])
         gaps = drawn[t["variant"]]
@@ -694,7 +701,8 @@ def _length_plot(trials: list[dict], cfg):
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("evaluation gap (task.length), log scale; star: the training gap")
+    ax.set_xlabel("evaluation gap (task.length), log scale; star: the training gap"
+                  + ("; dotted: solved" if len(criteria) == 1 else ""))
     ax.set_ylabel("accuracy (median over seeds)")
     ax.set_title(f"{cfg.name}: length generalisation ({cfg.task.name})")
     ax.grid(alpha=0.3)
