@@ -1080,11 +1080,12 @@ def _learning_curves(trials: list[dict], cfg):
         for t in drawn[v]:
             color, chance = colors[t["gap"]], t["summary"].chance_loss
             band = _seed_band(t["metrics"], "loss", chance) if chance and chance > 0 else None
+            alpha = 0.2 if len(drawn[v]) <= 4 else 0.1  # many overlapping bands stay legible
             if band is not None:
-                _draw_band(ax, band, color, str(t["gap"]))
+                _draw_band(ax, band, color, str(t["gap"]), alpha)
             band = _seed_band(t["metrics"], "accuracy") if accuracy else None
             if band is not None:
-                _draw_band(acc_axes[i], band, color, None)
+                _draw_band(acc_axes[i], band, color, None, alpha)
         ax.axhline(1.0, color="black", ls="--", lw=1, alpha=0.7, gid="chance")
         _threshold_lines(ax, drawn[v], criteria, "loss", colors)
         ax.set_yscale("log")
@@ -1144,9 +1145,9 @@ def _seed_band(metrics: list[dict], key: str, scale: float = 1.0):
             np.array([v.min() for v in vals]), np.array([v.max() for v in vals]))
 
 
-def _draw_band(ax, band, color, label) -> None:
+def _draw_band(ax, band, color, label, alpha: float) -> None:
     steps, med, lo, hi = band
-    ax.fill_between(steps, lo, hi, color=color, alpha=0.2, lw=0)
+    ax.fill_between(steps, lo, hi, color=color, alpha=alpha, lw=0)
     ax.plot(steps, med, color=color, lw=1.3, label=label, marker="o" if len(steps) == 1 else None)
 
 
