@@ -265,3 +265,21 @@ def test_plots_note_names_the_gap_cap_only_when_a_panel_leaves_gaps_out():
     gaps = [t["gap"] for t in _curves(twenty)]
     assert len(gaps) == MAX_CURVES and gaps == sorted(gaps) and gaps[0] == 1 and gaps[-1] == 20
     assert f"at most {MAX_CURVES} gaps (evenly spread)" in _plots_note(twenty, [])
+
+
+def test_solved_threshold_is_read_on_the_axis_each_task_decides_it():
+    """adding is solved at MSE < 1% of chance (its docstring); every other built-in task on
+    its accuracy >= its default solved_threshold."""
+    from types import SimpleNamespace
+
+    import lstmjax.tasks as tasks
+    from lstmjax.experiment import from_dict
+    from lstmjax.experiment.report import _solved_criterion
+
+    for name in tasks.names():
+        defaults = tasks.parameters(name)
+        cfg = from_dict({"name": "x", "task": {"name": name, "length": defaults["length"]}})
+        trial = {"summary": SimpleNamespace(task=name, length=defaults["length"])}
+        want = (("loss", 0.01) if name == "adding" else
+                ("accuracy", defaults["solved_threshold"]))
+        assert _solved_criterion(cfg, trial) == want, name
