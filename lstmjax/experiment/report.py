@@ -70,8 +70,8 @@ RESULT_COLUMNS = [
 # A report draws in proportion to what a reader can see, not to the run's size: at most
 # MAX_VARIANTS variants per figure (lines, or panels of the learning curves) -- the best ones,
 # by _ranked_variants -- and all of them summarised in all_variants.png; a learning-curve panel
-# draws at most MAX_CURVES curves (gaps evenly spread, then seeds); the finding names at most
-# MAX_VARIANTS variants. The tables list every trial.
+# draws at most MAX_CURVES gaps (evenly spread; each the median of its seeds with their band);
+# the finding names at most MAX_VARIANTS variants. The tables list every trial.
 MAX_VARIANTS = 12
 MAX_CURVES = 16
 MAX_GAPS = 4  # per variant in the length-generalisation plot (one line style each)
@@ -743,6 +743,9 @@ def length_table(trials: list[dict]) -> str:
 
 
 def _length_plot(trials: list[dict], cfg):
+    """Accuracy (median over seeds) against the evaluation gap, per variant and training gap
+    (legend: by variant, then the training gaps in numeric order); the solved threshold dotted
+    where the task is solved on its accuracy."""
     import statistics
 
     fig = _figure(6.8, 4.4)
@@ -752,7 +755,11 @@ def _length_plot(trials: list[dict], cfg):
     styles = ["-", "--", ":", "-."]
     drawn = {v: _spread(sorted({t["gap"] for t in rows if t["variant"] == v}), MAX_GAPS)
              for v in variants}
-    rows = [t for t in rows if t["gap"] in drawn[t["variant"]]]
+    rows = sorted((t for t in rows if t["gap"] in drawn[t["variant"]]),
+                  key=lambda t: (variants.index(t["variant"]), t["gap"]))
+    criteria = {c for c in (_solved_criterion(cfg, t) for t in rows) if c and c[0] == "accuracy"}
+    if len(criteria) == 1:
+        ax.axhline(next(iter(criteria))[1], color="black", ls=":", lw=1.2, gid="solved-threshold")
     for t in rows:
         i = variants.index(t["variant"])
         gaps = drawn[t["variant"]]
@@ -770,7 +777,8 @@ def _length_plot(trials: list[dict], cfg):
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("evaluation gap (task.length), log scale; star: the training gap")
+    ax.set_xlabel("evaluation gap (task.length), log scale; star: the training gap"
+                  + ("; dotted: solved" if len(criteria) == 1 else ""))
     ax.set_ylabel("accuracy (median over seeds)")
     ax.set_title(f"{cfg.name}: length generalisation ({cfg.task.name})")
     ax.grid(alpha=0.3)
@@ -880,9 +888,9 @@ def _plots_note(trials: list[dict], plot_paths: list[Path], frontier_rows=None) 
                      + "; the tables above list every trial.")
     owns = [[t for t in done if t["variant"] == v]
             for v in _ranked_variants(done, frontier_rows)[:MAX_VARIANTS]]
-    if any(sum(len(t["summary"].seeds) for t in own) > len(_curves(own)) for own in owns):
-        notes.append(f"A learning-curve panel draws at most {MAX_CURVES} curves (gaps evenly "
-                     "spread, then the first seeds of each).")
+    if any(len({t["gap"] for t in own}) > len(_curves(own)) for own in owns):
+        notes.append(f"A learning-curve panel draws at most {MAX_CURVES} gaps (evenly spread), "
+                     "each the median of its seeds with their min–max band.")
     return " ".join(notes)
 
 
@@ -895,14 +903,11 @@ def _spread(items: list, k: int) -> list:
     return [items[round(i * (len(items) - 1) / (k - 1))] for i in range(k)]
 
 
-def _curves(trials: list[dict]) -> list[tuple[dict, int, int]]:
-    """The (trial, seed, k-th seed of it) curves one learning-curve panel draws: at most
-    :data:`MAX_CURVES`, the gaps evenly spread, then each gap's first seeds."""
+def _curves(trials: list[dict]) -> list[dict]:
+    """The trials (one per gap, in gap order) one learning-curve panel draws, each as the
+    median of its seeds with their band: at most :data:`MAX_CURVES`, the gaps evenly spread."""
     by_gap = {t["gap"]: t for t in sorted(trials, key=lambda t: t["gap"])}
-    gaps = _spread(list(by_gap), MAX_CURVES)
-    per = max(1, MAX_CURVES // len(gaps)) if gaps else 0
-    return [(by_gap[g], seed, k) for g in gaps
-            for k, seed in enumerate(by_gap[g]["summary"].seeds[:per])]
+    return [by_gap[g] for g in _spread(list(by_gap), MAX_CURVES)]
 
 
 def _all_variants_plot(trials: list[dict], cfg, shown: set[str]):
@@ -1121,41 +1126,171 @@ def _with_intervals(ax, points: list[tuple[int, Any]], offset: float, **style) -
 
 
 def _learning_curves(trials: list[dict], cfg):
+    """One panel per variant: the evaluation loss ÷ the chance loss against the step (log y),
+    per gap the median over seeds with the seeds' min-max band, chance (1) dashed and the
+    task's solved threshold dotted where it is a loss ratio; below it, for a classification
+    task or one solved on accuracy (:func:`_accuracy_row`), the accuracy the same way with
+    its threshold. Each panel's legend lists its gaps in numeric order; a gap has one colour
+    (a colormap ordered by gap) in every panel."""
     variants = list(dict.fromkeys(t["variant"] for t in trials))
-    gaps = sorted(set(t["gap"] for t in trials))
-    colors = {g: f"C{i % 10}" for i, g in enumerate(gaps)}
+    drawn = {v: _curves([t for t in trials if t["variant"] == v]) for v in variants}
+    every = [t for own in drawn.values() for t in own]
+    colors = _gap_colors(sorted({t["gap"] for t in every}))
+    criteria = {id(t): _solved_criterion(cfg, t) for t in every}
+    accuracy = _accuracy_row(every, criteria)
+    per = 2 if accuracy else 1
     ncols = min(3, len(variants))
     nrows = math.ceil(len(variants) / ncols)
-    fig = _figure(4.2 * ncols, 3.2 * nrows)
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
-    chances = {t["summary"].chance_loss for t in trials}
-    for ax in axes.flat[len(variants):]:
-        ax.set_visible(False)
-    for ax, v in zip(axes.flat, variants, strict=False):
-        curves = _curves([t for t in trials if t["variant"] == v])
-        for t, seed, k in curves:
-            color = colors[t["gap"]]
-            pts = [(m["step"], m["loss"]) for m in t["metrics"]
-                   if m["seed"] == seed and m.get("loss") is not None and m["loss"] > 0]
-            if pts:
-                xs, ys = zip(*pts, strict=True)
-                ax.plot(xs, ys, color=color, lw=1, alpha=0.8,
-                        label=f"gap {t['gap']}" if k == 0 else None)
-            if len(chances) > 1 and k == 0:  # chance depends on the gap: one line per gap
-                ax.axhline(t["summary"].chance_loss, color=color, ls="--", lw=1, alpha=0.7)
-        if len(chances) == 1:
-            ax.axhline(next(iter(chances)), color="black", ls="--", lw=1, alpha=0.7)
+    fig = _figure(4.2 * ncols, (3.2 + 2.0 * (per - 1)) * nrows)
+    axes = fig.subplots(nrows * per, ncols, squeeze=False, sharex=True,
+                        gridspec_kw={"height_ratios": [3.2, 2.0][:per] * nrows})
+    loss_axes = list(axes[0::per].flat)
+    acc_axes = list(axes[1::per].flat) if accuracy else []
+    for row in (loss_axes, acc_axes):
+        for ax in row[1:]:
+            ax.sharey(row[0])
+        for ax in row[len(variants):]:
+            ax.set_visible(False)
+    for i, v in enumerate(variants):
+        ax = loss_axes[i]
+        for t in drawn[v]:
+            color, chance = colors[t["gap"]], t["summary"].chance_loss
+            band = _seed_band(t["metrics"], "loss", chance) if chance and chance > 0 else None
+            alpha = 0.2 if len(drawn[v]) <= 4 else 0.1  # many overlapping bands stay legible
+            if band is not None:
+                _draw_band(ax, band, color, str(t["gap"]), alpha)
+            band = _seed_band(t["metrics"], "accuracy") if accuracy else None
+            if band is not None:
+                _draw_band(acc_axes[i], band, color, None, alpha)
+        ax.axhline(1.0, color="black", ls="--", lw=1, alpha=0.7, gid="chance")
+        _threshold_lines(ax, drawn[v], criteria, "loss", colors)
         ax.set_yscale("log")
         ax.set_title(v)
-        ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("evaluation loss")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(title="gap", fontsize="x-small", title_fontsize="x-small",
+                      ncols=2 if len(drawn[v]) > 8 else 1)
+        if accuracy:
+            _threshold_lines(acc_axes[i], drawn[v], criteria, "accuracy", colors)
+            acc_axes[i].set_ylim(-0.03, 1.03)
+            acc_axes[i].grid(alpha=0.3)
+    for r in range(nrows):
+        loss_axes[r * ncols].set_ylabel("loss ÷ chance loss")
+        if accuracy:
+            acc_axes[r * ncols].set_ylabel("accuracy")
+    bottom = acc_axes or loss_axes
     for ax in axes.flat:
-        ax.tick_params(labelbottom=True)
-    axes.flat[0].legend(fontsize="small", title="dashed: chance")
-    fig.suptitle(f"{cfg.name}: learning curves ({cfg.task.name})")
+        ax.tick_params(labelbottom=ax in bottom)
+    for ax in bottom:
+        ax.set_xlabel("step")
+    fig.suptitle(f"{cfg.name}: learning curves ({cfg.task.name})\nline: median over seeds, "
+                 "band: their min–max; dashed: chance, dotted: the solved threshold",
+                 fontsize="medium")
     return fig
+
+
+def _gap_colors(gaps: list) -> dict:
+    """{gap: colour}: a sequential colormap in the order of the (sorted) gaps, so that the
+    colour reads as the gap's size and a gap has the same colour in every panel."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    n = len(gaps)
+    return {g: cmap(0.85 * i / (n - 1) if n > 1 else 0.0) for i, g in enumerate(gaps)}
+
+
+def _seed_band(metrics: list[dict], key: str, scale: float = 1.0):
+    """(steps, median, min, max) over the seeds of ``metrics`` lines' finite ``key`` / ``scale``
+    at each evaluation step (positive values only for the loss, drawn on a log axis); None
+    when there is none."""
+    import numpy as np
+
+    by_step: dict[int, list[float]] = {}
+    for m in metrics:
+        v = m.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            continue
+        if key == "loss" and v <= 0:
+            continue
+        by_step.setdefault(m["step"], []).append(v / scale)
+    if not by_step:
+        return None
+    steps = sorted(by_step)
+    vals = [np.asarray(by_step[s], float) for s in steps]
+    return (np.asarray(steps, float), np.array([np.median(v) for v in vals]),
+            np.array([v.min() for v in vals]), np.array([v.max() for v in vals]))
+
+
+def _draw_band(ax, band, color, label, alpha: float) -> None:
+    steps, med, lo, hi = band
+    ax.fill_between(steps, lo, hi, color=color, alpha=alpha, lw=0)
+    ax.plot(steps, med, color=color, lw=1.3, label=label, marker="o" if len(steps) == 1 else None)
+
+
+def _threshold_lines(ax, drawn: list[dict], criteria: dict, kind: str, colors: dict) -> None:
+    """The solved threshold of a panel's trials on its ``kind`` axis ("loss": a loss ÷ chance
+    ratio, "accuracy"): one black dotted line, or one per gap in its colour where they differ."""
+    values = {t["gap"]: c[1] for t in drawn if (c := criteria[id(t)]) and c[0] == kind}
+    if len(set(values.values())) == 1:
+        ax.axhline(next(iter(values.values())), color="black", ls=":", lw=1.2,
+                   gid="solved-threshold")
+        return
+    for gap, value in values.items():
+        ax.axhline(value, color=colors[gap], ls=":", lw=1.2, gid="solved-threshold")
+
+
+def _accuracy_row(trials: list[dict], criteria: dict) -> bool:
+    """Whether the learning curves draw accuracy: the metrics record it and the task is a
+    classification (cross-entropy) task or is solved on its accuracy."""
+    recorded = any(m.get("accuracy") is not None for t in trials for m in t["metrics"])
+    return recorded and any(t["summary"].loss_type != "mse"
+                            or (criteria[id(t)] or ("",))[0] == "accuracy" for t in trials)
+
+
+def _trial_task(cfg, t: dict):
+    """The task a finished trial trained on (the run's task parameters with the trial's
+    ``task.*`` values, at its length), or None where it cannot be built here (e.g. a task
+    from a plugin that is not installed)."""
+    import lstmjax.tasks as tasks
+    from lstmjax.train.model import hashable
+
+    s = t["summary"]
+    params = dict(cfg.task.params)
+    for key, value in (t.get("assignment") or {}).items():
+        if key.startswith("task.") and key not in ("task.name", "task.length"):
+            params[key.removeprefix("task.")] = value
+    try:
+        return tasks.make(s.task, length=s.length, **hashable(params))
+    except Exception:  # noqa: BLE001 -- no threshold line is drawn; the curves still are
+        return None
+
+
+def _solved_criterion(cfg, t: dict) -> tuple[str, float] | None:
+    """Where a trial's ``solved`` criterion lies on the learning-curve axes: ``("loss", r)``
+    when it is loss < r x the chance loss whatever the accuracy (adding: r = 0.01),
+    ``("accuracy", a)`` when it is accuracy >= a whatever the loss; None otherwise or where
+    the task cannot be built. Read by asking the task's own ``is_solved`` just either side of
+    its ``solved_threshold``, so a task that overrides it is drawn as it decides."""
+    task = _trial_task(cfg, t)
+    if task is None:
+        return None
+    try:
+        thr, chance = float(task.solved_threshold), float(task.chance_loss)
+
+        def solved(loss, acc) -> bool:
+            return bool(task.is_solved(loss, acc))
+
+        below = thr - 1e-4 * max(abs(thr), 1e-3)
+        if all(solved(x * chance, thr) and not solved(x * chance, below)
+               for x in (0.0, 1.0, 1e6)):
+            return "accuracy", thr
+        if thr > 0 and chance > 0 and all(
+                solved(thr * (1 - 1e-4) * chance, a) and not solved(thr * (1 + 1e-4) * chance, a)
+                for a in (0.0, 0.5, 1.0)):
+            return "loss", thr
+    except Exception:  # noqa: BLE001 -- an is_solved that takes no Python floats: no line
+        return None
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
