@@ -211,8 +211,11 @@ plt.show()
 # This is sized to run in about a minute on a laptop CPU (one gap, 2 seeds, 600 steps), so it
 # is a smoke-sized look, not a result: with 2 seeds one failure is noise. For the question
 # "which is the largest gap each cell solves", add a `frontier` block, e.g.
-# `{"key": "task.length", "start": 10, "max": 640, "factor": 2, "min_solved": 0.5}`, more seeds
-# and steps (see `configs/quickstart.yaml`).
+# `{"key": "task.length", "start": 10, "max": 640, "factor": 2, "min_solved": 0.5,
+# "max_budget": 4800}`, more seeds and steps (see `configs/quickstart.yaml`): its
+# `frontier.csv` then says per cell whether the frontier is `stuck` (the seeds stopped
+# learning: the cell does not bridge that gap), `budget_limited` (still learning when
+# `max_budget` ran out) or `not_reached`.
 
 # %%
 cfg = lj.experiment.from_dict({
@@ -230,9 +233,13 @@ print(result["report"]["finding"])
 print(result["report"]["table"])  # seeds solved · median steps to solve · final loss / chance
 
 # %% [markdown]
-# The same numbers, one row per trial and seed (needs pandas, `pip install 'lstmjax[results]'`):
+# The same numbers, one row per trial and seed (needs pandas, `pip install 'lstmjax[results]'`).
+# `outcome` is what became of the seed: `solved`, `learning` (unsolved but its loss still
+# falling when the 600 steps ran out: a budget limit, not a failure), `stuck` (flat near the
+# chance loss), `plateau` (flat below it) or `diverged`.
 
 # %%
 df = lj.experiment.load_results(run_dir)
-print(df[["cell", "length", "seed", "solved", "steps_to_solve", "final_loss"]].to_string())
+print(df[["cell", "length", "seed", "solved", "steps_to_solve", "final_loss",
+          "outcome"]].to_string())
 print(f"notebook ran in {time.perf_counter() - t_start:.0f} s")

@@ -50,7 +50,9 @@ t_start = time.perf_counter()
 #
 # The `frontier` block searches, per variant, the largest gap solved: gaps 10, then 40 (at most
 # `max`), and a probe counts as solved when at least half of its seeds meet the task's
-# criterion (adding: evaluation MSE below 1% of the chance loss). The grouped `variant` axis
+# criterion (adding: evaluation MSE below 1% of the chance loss). A probe left unsolved while
+# enough of its seeds are still learning is trained on from its checkpoint (600, then 1200
+# steps: `max_budget`) before it counts as unsolved. The grouped `variant` axis
 # gives the RNN its own learning rate, as `configs/quickstart.yaml` does. `diagnostics`
 # records gradient flow and gate statistics at step 0, every 300 steps and where a trial
 # stops. Two seeds and 600 steps make this a smoke-sized look, not a result.
@@ -67,7 +69,7 @@ cfg = lj.experiment.from_dict({
         {"name": "lstm", "model.cell": "lstm"},
     ]},
     "frontier": {"key": "task.length", "start": 10, "max": 40, "factor": 4, "resolution": 3,
-                 "min_solved": 0.5},
+                 "min_solved": 0.5, "max_budget": 1200},
     "diagnostics": {"every": 300, "batch_size": 16},
     "output": {"progress": "none", "plots": False},
 })
@@ -93,10 +95,16 @@ print(lj.experiment.load_run_config(run_dir).frontier)
 # ## 3. Results: solved fraction against the gap
 #
 # `load_results` gives one row per trial and seed, with the columns of `results.csv`.
+# `outcome` says what became of each seed, read from its evaluation curve
+# (`lstmjax.experiment.outcome`): `solved`; `learning` (unsolved, its log loss still falling
+# significantly when the budget ran out: a budget limit, not yet a failure); `stuck` (flat at
+# >= 0.9x the chance loss); `plateau` (flat below that); `diverged`. `steps_trained` is the
+# seed's updates (a seed stops when it solves).
 
 # %%
 df = lj.experiment.load_results(run_dir)
-print(df[["variant", "length", "seed", "solved", "steps_to_solve", "final_loss"]].to_string())
+print(df[["variant", "length", "seed", "solved", "steps_to_solve", "steps_trained",
+          "outcome"]].to_string())
 
 solved = df.groupby(["variant", "length"])["solved"].mean().unstack("variant")
 print(solved)
@@ -114,7 +122,12 @@ plt.show()
 # %% [markdown]
 # The frontier search's verdict per variant is in `frontier.csv`: the largest gap solved and
 # the smallest not solved, each empty where the search found none (nothing solved from
-# `start` on; everything solved up to `max`).
+# `start` on; everything solved up to `max`), and `boundary`, how the frontier ends: `stuck`
+# (at the smallest unsolved gap too few seeds were still learning to solve it, with the
+# budget in `budget`), `budget_limited` (enough were still learning when `max_budget` ran
+# out: more steps might solve it) or `not_reached` (`max` solved). The `*_ci_low/high`
+# columns are the 95% Wilson intervals of the solved fractions at both ends: with 2 seeds
+# they are wide, and the report's Finding says when two variants cannot be told apart.
 
 # %%
 print((run_dir / "frontier.csv").read_text())
