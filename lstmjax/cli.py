@@ -1,6 +1,6 @@
 """The ``lstmjax`` command (also ``python -m lstmjax``)::
 
-    lstmjax run CONFIG [--set key=value ...] [--out DIR] [--resume] [--force-unlock]
+    lstmjax run CONFIG [--set key=value ...] [--out DIR] [--resume] [--dry-run] [--force-unlock]
                        [--progress MODE] [--devices N] [--malloc auto|tuned|default]
                        [--coordinator HOST:PORT --num-processes P --process-id I]
                        [--coordinator auto]       (SLURM, Open MPI, Kubernetes, Cloud TPU)
@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="run directory (default: <output.dir>/<name>)")
     p.add_argument("--resume", action="store_true",
                    help="skip finished trials, continue unfinished ones from their checkpoints")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved config, the trials (a search's first ones), the "
+                   "options per variant, memory estimates, the programs to compile and the "
+                   "run directory, checked as the run checks them; write nothing, train nothing")
     p.add_argument("--force-unlock", action="store_true",
                    help="take over the run directory's lock held by a process on another "
                    "host (whose liveness cannot be checked from here: make sure it is gone); "
@@ -261,11 +265,13 @@ def _run(args) -> int:
         check_process_flags(args)  # before any process-global setting
     tune_xla()  # before anything touches a JAX backend
     split_cpu(args.devices)
-    if several:
+    if several and not args.dry_run:
         join_processes(args)
 
     # the sweep is expanded once, while the config is validated; the trials are passed along
     cfg, trials = load_experiment(args.config, overrides=args.overrides, imports=args.imports)
+    if args.dry_run:
+        return _dry_run(args, cfg, trials)
     # this process only, before any array exists: reuse pages across steps (_allocator.py)
     if args.malloc == "tuned" or (args.malloc == "auto"
                                   and largest_trial_bytes(cfg, trials) <= KEEP_FREED_LIMIT):
@@ -300,12 +306,31 @@ def _run(args) -> int:
     print(f"results: {rep['results']}")
     for path in rep["plots"]:
         print(f"plot: {path}")
+    # compile: seconds in compile requests, summed over threads (cache loads included; ahead
+    # of time it overlaps training); train: wall time while at least one trial trained
+    print(f"compile {comp['seconds']:.0f} s, train {result['train_s']:.0f} s")
     if result["failed"]:
         for f in result["failed"]:
             print(f"error: trial {f['trial']} failed: {_one_line(f['error'])}", file=sys.stderr)
         print(f"error: {len(result['failed'])} trial(s) failed, the others finished; retry them "
               "with `lstmjax run CONFIG --resume`", file=sys.stderr)
         return 1
+    return 0
+
+
+def _dry_run(args, cfg, trials) -> int:
+    """``lstmjax run CONFIG --dry-run``: :func:`lstmjax.experiment.dry_run`, printed. No
+    compilation cache, no run directory, no lock: nothing is written."""
+    from lstmjax.experiment.dryrun import dry_run, format_dry_run
+    from lstmjax.experiment.resources import needs_x64
+
+    if needs_x64(cfg, trials):  # as the run does at program entry (checked with its dtypes)
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    plan = dry_run(cfg, out_dir=args.out, resume=args.resume, devices=args.devices,
+                   force_unlock=args.force_unlock, trials=trials)
+    sys.stdout.write(format_dry_run(plan))
     return 0
 
 

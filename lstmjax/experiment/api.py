@@ -32,7 +32,7 @@ def run(
     train_job=None,
 ) -> dict:
     """Train every trial of ``cfg`` into its run directory and return the run summary
-    ``{"name", "run_dir", "wall_time_s", "devices", "process", "processes", "trials":
+    ``{"name", "run_dir", "wall_time_s", "train_s", "devices", "process", "processes", "trials":
     [per-trial summary dicts], "failed": [{"trial", "error"}], "compile"}`` (with
     ``"report"`` once written, ``"frontier"`` for a gap frontier, ``"best"`` for an optuna
     study).

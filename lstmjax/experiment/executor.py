@@ -75,7 +75,7 @@ def run_trials(
     train_job: TrainJob | None = None,
 ) -> dict:
     """Train every trial of ``cfg`` into its run directory; returns a run summary
-    ``{"name", "run_dir", "wall_time_s", "devices", "trials": [summary.json dicts],
+    ``{"name", "run_dir", "wall_time_s", "train_s", "devices", "trials": [summary.json dicts],
     "failed": [{"trial", "error"}]}`` (``frontier`` too for a frontier config, ``best`` for
     an optuna study).
 
@@ -143,6 +143,7 @@ def run_trials(
             whole, failures = _gather(cfg, run_dir, trials, failures, result)
             summaries = summaries if whole is None else whole
     result["wall_time_s"] = time.monotonic() - t0
+    result["train_s"] = reporter.training_s  # wall time with a trial training
     result["trials"] = [s.to_json() for s in summaries]
     result["failed"] = failures
     return result

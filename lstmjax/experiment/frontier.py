@@ -28,11 +28,12 @@ where it is not, the search reports one transition it found, and the probes show
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping, Sequence
 
 __all__ = ["FrontierResult", "BOUNDARIES", "plan", "search", "rows", "could_still_solve",
-           "next_budget", "boundary"]
+           "next_budget", "boundary", "max_probes", "rule"]
 
 BOUNDARIES = ("stuck", "budget_limited", "not_reached")
 
@@ -78,6 +79,41 @@ def plan(fc, known: Mapping[int, float]) -> tuple[int | None, FrontierResult]:
         else:
             hi = mid
     return None, FrontierResult(lo, hi, tuple(probes))
+
+
+def _ladder(fc) -> list[int]:
+    """The gaps :func:`plan` probes while every probe is solved: ``start``, then x ``factor``
+    (rounded up, at least one more), up to ``max``."""
+    gaps = [fc.start]
+    while gaps[-1] < fc.max:
+        gaps.append(min(max(gaps[-1] + 1, math.ceil(gaps[-1] * fc.factor)), fc.max))
+    return gaps
+
+
+def max_probes(fc) -> int:
+    """The most probes :func:`plan` makes for one variant, whatever their outcomes: the growth
+    phase up to the first unsolved gap, then the longest bisection of its interval."""
+
+    @functools.cache
+    def bisections(lo: int, hi: int) -> int:
+        if not (hi - lo > 1 and (hi - lo) / lo > fc.resolution):
+            return 0
+        mid = min(max(round(math.sqrt(lo * hi)), lo + 1), hi - 1)
+        return 1 + max(bisections(lo, mid), bisections(mid, hi))
+
+    gaps = _ladder(fc)
+    return max([len(gaps)] + [k + 1 + bisections(gaps[k - 1], gaps[k])
+                              for k in range(1, len(gaps))])
+
+
+def rule(fc, seeds: int | None = None) -> str:
+    """How :func:`plan` chooses the probes after the first, in words."""
+    need = f"{fc.min_solved:.0%} of its seeds" if seeds is None else (
+        f"{math.ceil(fc.min_solved * seeds - 1e-12)} of its {seeds} seeds")
+    return (f"probe {fc.key} = {fc.start}, then x{fc.factor:g} (rounded up, at most {fc.max}: "
+            f"{' '.join(map(str, _ladder(fc)))}) while each probe is solved (at least {need} "
+            f"solve it); after the first unsolved probe, bisect geometrically between the last "
+            f"solved and the first unsolved gap until (hi - lo) / lo <= {fc.resolution:g}")
 
 
 def search(fc, outcome) -> FrontierResult:

@@ -7,13 +7,11 @@ job is a trial's seeds, or several trials that differ only in learning rate
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from lstmjax.experiment import loggers
-from lstmjax.experiment.config import to_dict
 from lstmjax.experiment.diagnose import Diagnoser
 from lstmjax.experiment.progress import Reporter
 from lstmjax.experiment.rundir import (
@@ -25,7 +23,7 @@ from lstmjax.experiment.rundir import (
     read_finished,
     warn,
 )
-from lstmjax.experiment.schedule import DEFAULT_PLACEMENT, Job, Placement
+from lstmjax.experiment.schedule import DEFAULT_PLACEMENT, Job, Placement, init_key
 from lstmjax.experiment.schema import ExperimentConfig
 from lstmjax.experiment.summary import TrialSummary
 from lstmjax.experiment.sweep import Trial
@@ -162,12 +160,8 @@ def _cached_init(trainer, cfg: ExperimentConfig, cache: dict, args, *, sharding=
     optimiser settings, task sizes, number of seeds and placement)."""
     import jax
 
-    train = {k: v for k, v in to_dict(cfg.train).items() if k != "learning_rate"}
-    train["seeds"] = int(args[0].shape[0])
-    key = json.dumps(
-        [to_dict(cfg.model), train, trainer.task.input_size, trainer.task.output_size, where],
-        sort_keys=True,
-    )
+    key = init_key(cfg, int(args[0].shape[0]), trainer.task.input_size,
+                   trainer.task.output_size, where)
     if key not in cache:
         init = jax.jit(jax.vmap(trainer.init, in_axes=(0, 0)),
                        **({} if sharding is None else {"out_shardings": sharding}))
@@ -194,7 +188,7 @@ def train_job(job: Job, ctx: JobContext, slot: Slot = Slot()) -> list[TrialSumma
 
     t_start = time.monotonic()
     placement = slot.placement
-    compiled = slot.compiled or compile_job(job, ctx.cache, placement)
+    compiled = slot.compiled or _prepare(job, ctx, placement)
     trainer, chunk = compiled.trainer, compiled.chunk
     cfg, tc = job.trials[0].cfg, job.trials[0].cfg.train
     fresh = compiled.init(*compiled.init_args)
@@ -337,8 +331,11 @@ def run_trial(
 
 
 def _prepare(job: Job, ctx: JobContext, placement: Placement) -> CompiledTrial:
-    """Compile ``job`` ahead for ``placement`` (the executor does it in a thread)."""
-    return compile_job(job, ctx.cache, placement)
+    """Compile ``job`` for ``placement`` (ahead: the executor does it in a thread), shown on
+    the progress display."""
+    with ctx.reporter.compiling(job.label) as shown:
+        shown.seconds = (compiled := compile_job(job, ctx.cache, placement)).compile_s
+    return compiled
 
 
 train_job.prepare = _prepare  # the executor compiles the next job while one trains

@@ -14,7 +14,8 @@ import threading
 import time
 from typing import TextIO
 
-__all__ = ["make_reporter", "Reporter", "PlainReporter", "RichReporter", "TrialProgress"]
+__all__ = ["make_reporter", "Reporter", "PlainReporter", "RichReporter", "TrialProgress",
+           "Compiling"]
 
 
 class TrialProgress:
@@ -30,7 +31,50 @@ class TrialProgress:
 
     def end(self, step: int, loss: float, solved: int, diverged: int, note: str = "") -> None:
         with self._reporter._lock:
+            self._reporter._clock.stop()
             self._reporter._end(self._state, step, loss, solved, diverged, note)
+
+
+class Compiling:
+    """``with reporter.compiling(label) as c:`` one job's programs compiling; set ``c.seconds``
+    to the time measured (else the time in the block is shown)."""
+
+    def __init__(self, reporter: Reporter, label: str):
+        self.reporter, self.label = reporter, label
+        self.seconds: float | None = None
+        self._state = None
+
+    def __enter__(self) -> Compiling:
+        self._t0 = time.monotonic()
+        with self.reporter._lock:
+            self._state = self.reporter._compile_start(self.label)
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        seconds = time.monotonic() - self._t0 if self.seconds is None else self.seconds
+        with self.reporter._lock:
+            self.reporter._compile_end(self._state, self.label, seconds, kind is None)
+
+
+class _Clock:
+    """Wall time during which at least one trial was training (open to end), summed."""
+
+    def __init__(self):
+        self.active, self.since, self.total = 0, 0.0, 0.0
+
+    def start(self) -> None:
+        if self.active == 0:
+            self.since = time.monotonic()
+        self.active += 1
+
+    def stop(self) -> None:
+        if self.active > 0:
+            self.active -= 1
+            if self.active == 0:
+                self.total += time.monotonic() - self.since
+
+    def seconds(self) -> float:
+        return self.total + (time.monotonic() - self.since if self.active else 0.0)
 
 
 class Reporter:
@@ -50,11 +94,38 @@ class Reporter:
             lock = self.__dict__.setdefault("_lock_", threading.RLock())
         return lock
 
+    @property
+    def _clock(self) -> _Clock:
+        clock = self.__dict__.get("_clock_")
+        if clock is None:
+            clock = self.__dict__.setdefault("_clock_", _Clock())
+        return clock
+
+    @property
+    def training_s(self) -> float:
+        """Wall-clock seconds during which at least one trial was training (from its
+        :meth:`open` to its end), whatever the display."""
+        with self._lock:
+            return self._clock.seconds()
+
     def open(self, index: int, count: int, name: str, total: int, seeds: int,
              where: str = "") -> TrialProgress:
         """Start reporting a trial (``where``: its device, when several are in use)."""
         with self._lock:
+            self._clock.start()
             return TrialProgress(self, self._open(index, count, name, total, seeds, where))
+
+    def compiling(self, label: str) -> Compiling:
+        """A job's programs compiling (a context manager, thread-safe): shown as ``compiling
+        <label> ... 4.1 s`` once done (a rich display shows it while it compiles)."""
+        return Compiling(self, label)
+
+    def _compile_start(self, label):
+        pass
+
+    def _compile_end(self, state, label, seconds, ok):
+        if ok:
+            self.message(f"compiling {label} ... {seconds:.1f} s")
 
     def _open(self, index, count, name, total, seeds, where):
         self.start_trial(index, count, name, total, seeds)
@@ -214,6 +285,14 @@ class RichReporter(Reporter):
     def _end(self, t, step, loss, solved, diverged, note):
         task, seeds, total = t
         self._progress.update(task, completed=total, **self._fields(seeds, loss, solved, diverged))
+
+    def _compile_start(self, label):
+        return self._progress.add_task(f"compiling {label} ...", total=None, loss="-",
+                                       solved="-")
+
+    def _compile_end(self, task, label, seconds, ok):
+        self._progress.remove_task(task)
+        super()._compile_end(task, label, seconds, ok)
 
     def _sweep(self, finished, total, elapsed_s):
         if total and finished < total:

@@ -33,8 +33,8 @@ from typing import NamedTuple
 from lstmjax.experiment.errors import ConfigError
 from lstmjax.experiment.rundir import RunError
 
-__all__ = ["estimate_bytes", "largest_trial_bytes", "memory_limit_bytes", "check_fits",
-           "check_dtypes", "needs_x64"]
+__all__ = ["estimate_bytes", "largest_program", "largest_trial_bytes", "memory_limit_bytes",
+           "check_fits", "check_dtypes", "needs_x64"]
 
 
 class _Program(NamedTuple):
@@ -49,6 +49,14 @@ class _Program(NamedTuple):
 def estimate_bytes(cfg) -> int:
     """The memory estimate of one trial config (see the module docstring)."""
     return _largest_program(cfg).bytes
+
+
+def largest_program(cfg) -> _Program:
+    """The largest program of one trial config: ``bytes`` (the estimate :func:`check_fits`
+    holds against the device's memory), ``length`` (the ``eval.lengths`` value it evaluates
+    at; None: the training chunk) and ``wide`` (the task's input/output widths where they
+    dominate it, else None)."""
+    return _largest_program(cfg)
 
 
 def _largest_program(cfg) -> _Program:

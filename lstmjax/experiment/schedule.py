@@ -31,8 +31,8 @@ from typing import Any
 
 from lstmjax.experiment.sweep import Trial
 
-__all__ = ["Job", "Placement", "DEFAULT_PLACEMENT", "make_jobs", "select_devices", "placements",
-           "data_parallel_placement", "default_cpu_devices"]
+__all__ = ["Job", "Placement", "DEFAULT_PLACEMENT", "make_jobs", "init_key", "select_devices",
+           "placements", "data_parallel_placement", "default_cpu_devices"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +49,14 @@ class Job:
     def name(self) -> str:
         return self.trials[0].name if len(self.trials) == 1 else (
             f"{self.trials[0].name} (+{len(self.trials) - 1} learning rates)")
+
+    @property
+    def label(self) -> str:
+        """What the job trains, for the progress display: ``lstm (length 40)``."""
+        t = self.trials[0]
+        gap = t.gap_key.rsplit(".", 1)[-1]
+        more = f", +{len(self.trials) - 1} learning rates" if len(self.trials) > 1 else ""
+        return f"{t.variant or t.cfg.model.cell} ({gap} {t.gap}{more})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +111,16 @@ def _lr_free_key(trial: Trial) -> str:
     raw = trial.cfg.model_dump(mode="json")
     raw["train"].pop("learning_rate", None)
     return json.dumps(raw, sort_keys=True)
+
+
+def init_key(cfg, seeds: int, input_size: int, output_size: int, where: str = "") -> str:
+    """What makes two jobs' compiled initialisers one program: the model, the training settings
+    but the learning rate (a runtime value), the number of ``seeds``, the task's input and
+    output sizes and the placement (``where``)."""
+    train = {k: v for k, v in cfg.train.model_dump(mode="json").items() if k != "learning_rate"}
+    train["seeds"] = seeds
+    return json.dumps([cfg.model.model_dump(mode="json"), train, input_size, output_size, where],
+                      sort_keys=True)
 
 
 def make_jobs(trials: list[Trial], plan: dict[str, str], batch_learning_rates: bool = True

@@ -11,7 +11,8 @@ the start, a process's share of them), :class:`~.frontier.FrontierSearch` (per v
 largest gap it solves: :func:`lstmjax.experiment.frontier.plan` as ask/tell) and
 :class:`~.optuna.OptunaSearch` (an optuna study, one trial at a time). The executor
 (:mod:`lstmjax.experiment.executor`) trains what is asked and never asks which search it has:
-:func:`for_config` and :func:`replay` are the only places that read a config's search method.
+:func:`for_config`, :func:`replay` and :func:`kind` are the only places that read a config's
+search method.
 :func:`replay` answers "which trials does this run directory hold?" for the report, the
 diagnostics, the memory pre-flight and process 0's gathering of a multi-process run.
 
@@ -45,8 +46,8 @@ from lstmjax.experiment.summary import TrialSummary
 from lstmjax.experiment.sweep import Trial, expand
 
 __all__ = [
-    "Search", "SearchResult", "Replay", "for_config", "replay", "GridSearch", "FrontierSearch",
-    "OptunaSearch", "share", "probe",
+    "Search", "SearchResult", "Replay", "for_config", "replay", "kind", "GridSearch",
+    "FrontierSearch", "OptunaSearch", "share", "probe",
     # the optuna module's names, as when this was that module
     "STUDY_FILE", "STUDY_NAME", "run_optuna", "check_study", "collect", "finished_on_disk",
     "objective_value", "picks_from",
@@ -111,9 +112,13 @@ def replay(cfg: ExperimentConfig, run_dir: Path, trials: list[Trial] | None = No
     return Replay(tuple((t, *read_entry(run_dir / t.name)) for t in held), sweep=tuple(trials))
 
 
-def _kind(cfg: ExperimentConfig) -> str:
-    """The one reading of a config's search method: ``grid`` (and random), ``frontier``,
+def kind(cfg: ExperimentConfig) -> str:
+    """The one reading of a config's search method: ``grid``, ``random``, ``frontier`` or
     ``optuna``."""
-    if cfg.frontier is not None:
-        return "frontier"
-    return "optuna" if cfg.search.method == "optuna" else "grid"
+    return "frontier" if cfg.frontier is not None else cfg.search.method
+
+
+def _kind(cfg: ExperimentConfig) -> str:
+    """:func:`kind`, a random search counted as a grid (every point known at the start)."""
+    found = kind(cfg)
+    return "grid" if found == "random" else found

@@ -74,7 +74,7 @@ from lstmjax.experiment.summary import TrialSummary
 from lstmjax.experiment.sweep import Trial
 
 __all__ = ["STUDY_FILE", "OptunaSearch", "run_optuna", "check_study", "collect",
-           "finished_on_disk", "objective_value", "picks_from"]
+           "finished_on_disk", "objective_value", "picks_from", "startup_trials", "first_asks"]
 
 
 # train(trial, state) -> its summary, or None if it failed; state as rundir.plan_trials gives it
@@ -220,14 +220,37 @@ def run_optuna(cfg: ExperimentConfig, run_dir: Path, train: TrainOne,
 
 
 
+def startup_trials(space: SearchSpace) -> int:
+    """How many of a study's first trials TPE draws at random (its start-up)."""
+    return min(10, math.ceil(space.num_trials / 3))
+
+
 def _sampler(optuna, space: SearchSpace, number: int):
     """TPE seeded from (sweep.seed, trial number): the same proposal whether or not the study
     was interrupted before it."""
     import numpy as np
 
     seed = int(np.random.SeedSequence([space.seed, number]).generate_state(1)[0])
-    startup = min(10, math.ceil(space.num_trials / 3))
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(space))
+
+
+def first_asks(cfg: ExperimentConfig) -> list[tuple[Trial | ConfigError, int | None]]:
+    """The points a new study of ``cfg`` proposes first, before any result is known (TPE's
+    random start-up, :func:`startup_trials` of them), as :meth:`OptunaSearch.ask` makes them:
+    per study trial, (its trial -- or why its values make none --, the number of an earlier
+    trial with the same values or None). An in-memory study: nothing is written."""
+    import optuna
+
+    space = cfg.search
+    out = []
+    with _quiet(optuna):
+        study = optuna.create_study(direction=space.direction)
+        replay, distributions = _Replay(cfg), _distributions(optuna, space)
+        for number in range(startup_trials(space)):
+            study.sampler = _sampler(optuna, space, number)
+            asked = study.ask(distributions)
+            out.append(replay.trial(asked.number, asked.params))
+    return out
 
 
 
