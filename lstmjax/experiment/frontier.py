@@ -113,7 +113,16 @@ def rule(fc, seeds: int | None = None) -> str:
     return (f"probe {fc.key} = {fc.start}, then x{fc.factor:g} (rounded up, at most {fc.max}: "
             f"{' '.join(map(str, _ladder(fc)))}) while each probe is solved (at least {need} "
             f"solve it); after the first unsolved probe, bisect geometrically between the last "
-            f"solved and the first unsolved gap until (hi - lo) / lo <= {fc.resolution:g}")
+            f"solved and the first unsolved gap until (hi - lo) / lo <= {fc.resolution:g}"
+            + _budget_rule(fc))
+
+
+def _budget_rule(fc) -> str:
+    top = getattr(fc, "max_budget", None)
+    if top is None:
+        return ""
+    return (f"; a probe left unsolved while enough of its seeds are still learning is trained "
+            f"on (train.steps x{fc.budget_factor:g}, up to {top} steps) before it counts")
 
 
 def search(fc, outcome) -> FrontierResult:

@@ -76,7 +76,7 @@ Defaults shown; only ``task.name`` is required::
       factor: 2.0              # grow by this factor until a probe is unsolved ...
       resolution: 0.1          # ... then bisect until the bracket is this narrow (relative)
       min_solved: 0.5          # a probe is solved when this fraction of its seeds solve it
-      max_budget: null         # train a probe still learning on, up to this many steps (null: never)
+      max_budget: null         # train a probe still learning on, up to these steps (null: never)
       budget_factor: 2         # each extension multiplies the probe's train.steps by this
     diagnostics: null          # gradient flow and gate statistics (diagnostics.jsonl); when
                                # given:
