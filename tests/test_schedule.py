@@ -212,6 +212,19 @@ _SCENARIOS = textwrap.dedent(r"""
     # the retried trial trains alone, so its seeds are sharded over both devices
     found["retry_same"] = close(metrics(out / "fail"), metrics(out / "grid1"))
 
+    # a gap frontier whose probes are extended while still learning (max_budget): the same
+    # probes, budgets, metrics and frontier on one device and on two
+    front = ("sweep: {model.cell: [gru, rnn]}\n"
+             "frontier: {start: 3, max: 12, factor: 2, resolution: 0.5, min_solved: 0.5,"
+             " max_budget: 240}\n")
+    fr1 = run(cfg(front), out / "front1", devices=1, report=False)
+    fr2 = run(cfg(front), out / "front2", devices=2, report=False)
+    found["frontier_same"] = (metrics(out / "front1") == metrics(out / "front2")
+                              and fr1["frontier"] == fr2["frontier"])
+    found["frontier_raised"] = sorted(
+        (t["trial"], t["budget_raised_from"], t["steps"]) for t in fr2["trials"]
+        if t["budget_raised_from"] is not None)
+
     # interrupted with two devices, resumed with two: the same metrics as one device
     class Stop(Reporter):
         def update(self, step, loss, solved, diverged):
@@ -259,6 +272,12 @@ def test_sharded_seeds_give_the_same_outcomes(two_devices):
     assert [(m["step"], m["seed"]) for m in m1] == [(m["step"], m["seed"]) for m in m2]
     for a, b in zip(m1, m2, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-9)
+
+
+def test_a_frontier_extending_its_probes_decides_the_same_on_one_device_and_two(two_devices):
+    assert two_devices["frontier_same"]
+    assert two_devices["frontier_raised"], "no probe was extended: the check says nothing"
+    assert all(raised < steps <= 240 for _, raised, steps in two_devices["frontier_raised"])
 
 
 def test_a_failing_trial_fails_alone_and_is_retried_by_resume(two_devices):

@@ -296,7 +296,10 @@ def finding(cfg, trials: list[dict], frontier_rows: list[dict] | None,
             span = f"gap {lo}" if lo == hi else f"gap from {lo} to {hi}"
             at = [(v, _unsolved(v, per[v][1])) for v in ranked[:MAX_VARIANTS]
                   if per[v][1] is not None]
-            how = "; ".join(f"{v} {text}" for v, text in at)
+            how = "; ".join(
+                _at_boundary(v, bounds[v], trials, fc).replace(
+                    f"{v} solves no gap (not even {fc.start}) and ", f"{v} ")
+                if bounds.get(v, {}).get("boundary") else f"{v} {text}" for v, text in at)
             return f"On {cfg.task.name} no variant solves any {span}" + (
                 f": {how}." if how else ".")
         head = (f"On {cfg.task.name} no variant has solved a gap yet"
