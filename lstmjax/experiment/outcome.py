@@ -30,7 +30,9 @@ import numpy as np
 
 __all__ = ["OUTCOMES", "classify", "log_loss_trend"]
 
-OUTCOMES = ("solved", "learning", "stuck", "plateau", "diverged")
+# (+ "pruned": a seed of a trial stopped by a search's pruner, unsolved and not diverged --
+# set by the report from the trial's summary, not by classify)
+OUTCOMES = ("solved", "learning", "stuck", "plateau", "diverged", "pruned")
 WINDOW = 0.5  # the last half of the evaluations: a shorter window is at the mercy of noise
 MIN_POINTS = 4  # evaluations in the window, at least
 T_CRITICAL = 3.0  # one-sided: 0.55 % of flat log-normal noise curves pass (25 evaluations)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from lstmjax._io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
-from lstmjax.experiment import search
+from lstmjax.experiment import leaderboard, search
 from lstmjax.experiment.effective import option_notes, settings_rows
 from lstmjax.experiment.outcome import OUTCOMES, classify
 from lstmjax.experiment.rundir import (
@@ -128,6 +128,8 @@ def write_report(
         "plots": [str(p) for p in plot_paths],
         "damaged": [t["damaged"] for t in trials if t["damaged"]],
     }
+    if leaderboard.applies(cfg):
+        out["leaderboard"] = leaderboard.rows(cfg, trials)
     if frontier_rows is not None:
         out["frontier"] = frontier_rows
         out["frontier_table"] = frontier_table(frontier_rows, fc)
@@ -388,7 +390,8 @@ def result_columns(cfg, keys: tuple[str, ...] = ()) -> list[str]:
 
 def seed_outcomes(t: dict) -> dict[int, str]:
     """Per seed of a finished trial, what became of it (:mod:`lstmjax.experiment.outcome`:
-    solved, learning, stuck, plateau, diverged), read from its evaluation curve."""
+    solved, learning, stuck, plateau, diverged), read from its evaluation curve; ``pruned``
+    for a seed of a trial a search's pruner stopped that neither solved nor diverged."""
     s = t["summary"]
     curves: dict[int, tuple[list, list]] = {}
     for line in t["metrics"]:
@@ -396,9 +399,12 @@ def seed_outcomes(t: dict) -> dict[int, str]:
             steps, losses = curves.setdefault(line["seed"], ([], []))
             steps.append(line["step"])
             losses.append(line["loss"])
-    return {r.seed: classify(*curves.get(r.seed, ([], [])), s.chance_loss, solved=r.solved,
-                             diverged=r.diverged or r.blew_up)
-            for r in s.per_seed}
+    found = {r.seed: classify(*curves.get(r.seed, ([], [])), s.chance_loss, solved=r.solved,
+                              diverged=r.diverged or r.blew_up)
+             for r in s.per_seed}
+    if s.pruned_at_step is not None:  # stopped by a search's pruner before its budget
+        found = {k: o if o in ("solved", "diverged") else "pruned" for k, o in found.items()}
+    return found
 
 
 def _outcome_counts(t: dict, unsolved_only: bool = False) -> str:
@@ -522,6 +528,7 @@ def _markdown(cfg, trials, table: str, plot_paths: list[Path], run_dir: Path,
         ]
     parts = [
         f"# {cfg.name}\n",
+        *leaderboard.markdown(cfg, trials, plot_paths, run_dir),  # a search's best trial first
         *top,
         *([f"{cfg.description}\n"] if cfg.description else []),
         f"Task **{cfg.task.name}**; {len(tc.seeds)} seed(s) per trial; up to {tc.steps} steps of "
@@ -755,6 +762,7 @@ def _plots(run_dir: Path, trials: list[dict], cfg, frontier_rows=None, fc=None) 
         if any(_gate_series(t) for t in chosen):
             paths.append(plots / PLOTS[4])
             _save(_gates_plot(chosen, cfg), paths[-1])
+    paths += leaderboard.plots(plots, done, cfg)  # a search: objective vs each parameter
     summary = plots / SUMMARY_PLOT
     if len(ranked) > MAX_VARIANTS:
         paths.append(summary)
@@ -988,7 +996,8 @@ def _gates_plot(trials: list[dict], cfg):
 
 
 def _existing_plots(run_dir: Path) -> list[Path]:
-    return [p for p in (run_dir / PLOTS_DIR / n for n in PLOTS) if p.exists()]
+    return [p for p in (run_dir / PLOTS_DIR / n for n in PLOTS + leaderboard.PLOTS)
+            if p.exists()]
 
 
 def _figure(width: float, height: float):

@@ -13,10 +13,17 @@
 
     sweep: {method: optuna, num_trials: 30, objective: median_final_loss, direction: minimize,
             ...}                      # direction: default the objective's natural one
+    sweep: {method: optuna, ..., pruner: {name: median, n_startup_trials: 2}}  # or pruner: median
+
+``objective``/``direction`` rank a random search's leaderboard too (default there:
+``solved_fraction``, maximised). ``pruner`` (optuna only; default ``none``) stops a trial at an
+evaluation whose intermediate objective is poor: ``median``, ``successive_halving`` or
+``hyperband``, with optuna's own settings beside ``name`` (:data:`PRUNERS`; steps are training
+steps).
 
 A distribution may also be written ``{distribution: loguniform, low: 1.0e-4, high: 1.0e-2}``
 (``{distribution: choice, values: [...]}``). ``method``, ``num_trials``, ``seed``,
-``objective`` and ``direction`` are reserved: they cannot name a grouped axis.
+``objective``, ``direction`` and ``pruner`` are reserved: they cannot name a grouped axis.
 
 Random search draws ``num_trials`` distinct points with ``numpy.random.default_rng(seed)``, trial
 after trial and axis after axis in sweep order (so the first trials of a longer search are the
@@ -48,11 +55,11 @@ from lstmjax.experiment.draws import DIGITS, log_cells, round_value, uniform_cel
 from lstmjax.experiment.errors import did_you_mean
 
 __all__ = [
-    "RESERVED", "METHODS", "DISTRIBUTIONS", "OBJECTIVES", "DIGITS", "Pick", "Axis",
+    "RESERVED", "METHODS", "DISTRIBUTIONS", "OBJECTIVES", "PRUNERS", "DIGITS", "Pick", "Axis",
     "SearchSpace", "parse", "round_value",
 ]  # fmt: skip
 
-RESERVED = ("method", "num_trials", "seed", "objective", "direction")
+RESERVED = ("method", "num_trials", "seed", "objective", "direction", "pruner")
 METHODS = ("grid", "random", "optuna")
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
 # TrialSummary statistics a search can optimise, with their natural direction; a trial without
@@ -66,6 +73,17 @@ OBJECTIVES = {
     "blew_up_seeds": "minimize",
 }
 DIRECTIONS = ("maximize", "minimize")
+# sweep.pruner (optuna): name -> its settings (optuna's argument names) and their defaults; a
+# setting is an integer >= its minimum, or "auto" where the default is
+PRUNERS: dict[str, dict[str, tuple[Any, int]]] = {
+    "none": {},
+    "median": {"n_startup_trials": (5, 0), "n_warmup_steps": (0, 0), "interval_steps": (1, 1),
+               "n_min_trials": (1, 1)},
+    "successive_halving": {"min_resource": ("auto", 1), "reduction_factor": (4, 2),
+                           "min_early_stopping_rate": (0, 0)},
+    "hyperband": {"min_resource": (1, 1), "max_resource": ("auto", 1),
+                  "reduction_factor": (3, 2)},
+}
 MAX_TRIALS = 100_000  # points of a grid, num_trials of a random or optuna search
 _INT64 = 2**63
 MAX_PROBES = 256  # more probe points than this: one axis varied at a time
@@ -162,6 +180,8 @@ class SearchSpace:
     objective: str | None = None
     direction: str | None = None
     axes: dict[str, Axis] = dataclasses.field(default_factory=dict)
+    pruner: str = "none"  # optuna: PRUNERS
+    pruner_settings: tuple[tuple[str, Any], ...] = ()  # (setting, value), the given ones
 
     def grid(self) -> Iterator[dict[str, Pick]]:
         """Every point of the cartesian product (last axis fastest)."""
@@ -232,10 +252,13 @@ def parse(sweep: dict) -> SearchSpace:
         value = sweep[key]
         if isinstance(value, list):
             _reserved(key)
-        if method == "grid" or (key in ("objective", "direction") and method != "optuna"):
-            needs = "random or optuna" if key in ("num_trials", "seed") else "optuna"
+        if method == "grid" or (key == "pruner" and method != "optuna"):
+            needs = "optuna" if key == "pruner" else "random or optuna"
             raise ValueError(f"{key}: only used by sweep.method {needs} "
                              f"(this sweep's method is {method})")
+        if key == "pruner":
+            settings["pruner"], settings["pruner_settings"] = _pruner(value)
+            continue
         settings[key] = _setting(key, value)
     axes = {}
     for key, value in sweep.items():
@@ -291,15 +314,49 @@ def _setting(key: str, value: Any) -> Any:
     return value
 
 
+def _pruner(value: Any) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """``pruner: median`` or ``{name: median, <optuna's settings>}`` as (name, settings)."""
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict) or "name" not in value:
+        raise ValueError(f"pruner: expected one of {', '.join(PRUNERS)} or a mapping "
+                         f"{{name: median, n_startup_trials: 5, ...}}, got {value!r}")
+    name = value["name"]
+    if not isinstance(name, str) or name not in PRUNERS:
+        raise ValueError(f"pruner.name: {name!r} is not one of {', '.join(PRUNERS)}"
+                         f"{did_you_mean(name, PRUNERS)}")
+    allowed = PRUNERS[name]
+    out = []
+    for key, v in value.items():
+        if key == "name":
+            continue
+        if key not in allowed:
+            known = ", ".join(allowed) or "none"
+            raise ValueError(f"pruner.{key}: not a setting of the {name} pruner"
+                             f"{did_you_mean(key, list(allowed))} (its settings: {known})")
+        default, least = allowed[key]
+        if v == "auto" and default == "auto":
+            out.append((key, v))
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or not least <= v < _INT64:
+            auto = " or auto" if default == "auto" else ""
+            raise ValueError(f"pruner.{key}: expected an integer >= {least}{auto}, got {v!r}")
+        out.append((key, v))
+    return name, tuple(out)
+
+
 def _check_method_settings(method: str, settings: dict, axes: dict[str, Axis]) -> None:
     if "num_trials" not in settings:
         raise ValueError(f"num_trials: required key missing (sweep.method {method} runs that "
                          "many trials)")
-    if method == "optuna":
-        if "objective" not in settings:
-            raise ValueError(f"objective: required key missing (what sweep.method optuna "
-                             f"optimises: one of {', '.join(OBJECTIVES)})")
+    if method == "optuna" and "objective" not in settings:
+        raise ValueError(f"objective: required key missing (what sweep.method optuna "
+                         f"optimises: one of {', '.join(OBJECTIVES)})")
+    if "objective" in settings:
         settings.setdefault("direction", OBJECTIVES[settings["objective"]])
+    elif "direction" in settings:
+        raise ValueError(f"direction: given without sweep.objective (the statistic to "
+                         f"{settings['direction']}: one of {', '.join(OBJECTIVES)})")
     if not axes:
         raise ValueError(f"method: {method} needs at least one key to search besides "
                          f"{', '.join(RESERVED)}")

@@ -67,6 +67,8 @@ class TrialSummary:
     first_chunk_s: float | None = None
     seed_steps_per_s: float | None = None
     resumed_from_step: int | None = None
+    # an optuna pruner stopped the trial at this step (its statistics are those it had then)
+    pruned_at_step: int | None = None
     # length generalisation (eval.lengths): one entry per evaluation length, per-seed lists
     length_eval: list[dict] | None = None
 
