@@ -53,7 +53,9 @@ class Entry:
 
 def applies(cfg) -> bool:
     """Whether ``cfg`` runs a search that has a leaderboard (random or optuna)."""
-    return cfg.frontier is None and cfg.search.method in ("random", "optuna")
+    from lstmjax.experiment.search import ranks_by_objective
+
+    return ranks_by_objective(cfg)
 
 
 def objective_of(cfg) -> SearchSpace:

@@ -53,6 +53,7 @@ from typing import Any, NamedTuple
 from lstmjax._util import close_match
 from lstmjax.experiment.draws import DIGITS, log_cells, round_value, uniform_cells
 from lstmjax.experiment.errors import did_you_mean
+from lstmjax.experiment.pruners import PRUNERS, parse_pruner
 
 __all__ = [
     "RESERVED", "METHODS", "DISTRIBUTIONS", "OBJECTIVES", "PRUNERS", "DIGITS", "Pick", "Axis",
@@ -73,17 +74,6 @@ OBJECTIVES = {
     "blew_up_seeds": "minimize",
 }
 DIRECTIONS = ("maximize", "minimize")
-# sweep.pruner (optuna): name -> its settings (optuna's argument names) and their defaults; a
-# setting is an integer >= its minimum, or "auto" where the default is
-PRUNERS: dict[str, dict[str, tuple[Any, int]]] = {
-    "none": {},
-    "median": {"n_startup_trials": (5, 0), "n_warmup_steps": (0, 0), "interval_steps": (1, 1),
-               "n_min_trials": (1, 1)},
-    "successive_halving": {"min_resource": ("auto", 1), "reduction_factor": (4, 2),
-                           "min_early_stopping_rate": (0, 0)},
-    "hyperband": {"min_resource": (1, 1), "max_resource": ("auto", 1),
-                  "reduction_factor": (3, 2)},
-}
 MAX_TRIALS = 100_000  # points of a grid, num_trials of a random or optuna search
 _INT64 = 2**63
 MAX_PROBES = 256  # more probe points than this: one axis varied at a time
@@ -257,7 +247,7 @@ def parse(sweep: dict) -> SearchSpace:
             raise ValueError(f"{key}: only used by sweep.method {needs} "
                              f"(this sweep's method is {method})")
         if key == "pruner":
-            settings["pruner"], settings["pruner_settings"] = _pruner(value)
+            settings["pruner"], settings["pruner_settings"] = parse_pruner(value)
             continue
         settings[key] = _setting(key, value)
     axes = {}
@@ -312,37 +302,6 @@ def _setting(key: str, value: Any) -> Any:
         raise ValueError(f"direction: {value!r} is not one of {', '.join(DIRECTIONS)}"
                          f"{did_you_mean(value, DIRECTIONS)}")
     return value
-
-
-def _pruner(value: Any) -> tuple[str, tuple[tuple[str, Any], ...]]:
-    """``pruner: median`` or ``{name: median, <optuna's settings>}`` as (name, settings)."""
-    if isinstance(value, str):
-        value = {"name": value}
-    if not isinstance(value, dict) or "name" not in value:
-        raise ValueError(f"pruner: expected one of {', '.join(PRUNERS)} or a mapping "
-                         f"{{name: median, n_startup_trials: 5, ...}}, got {value!r}")
-    name = value["name"]
-    if not isinstance(name, str) or name not in PRUNERS:
-        raise ValueError(f"pruner.name: {name!r} is not one of {', '.join(PRUNERS)}"
-                         f"{did_you_mean(name, PRUNERS)}")
-    allowed = PRUNERS[name]
-    out = []
-    for key, v in value.items():
-        if key == "name":
-            continue
-        if key not in allowed:
-            known = ", ".join(allowed) or "none"
-            raise ValueError(f"pruner.{key}: not a setting of the {name} pruner"
-                             f"{did_you_mean(key, list(allowed))} (its settings: {known})")
-        default, least = allowed[key]
-        if v == "auto" and default == "auto":
-            out.append((key, v))
-            continue
-        if isinstance(v, bool) or not isinstance(v, int) or not least <= v < _INT64:
-            auto = " or auto" if default == "auto" else ""
-            raise ValueError(f"pruner.{key}: expected an integer >= {least}{auto}, got {v!r}")
-        out.append((key, v))
-    return name, tuple(out)
 
 
 def _check_method_settings(method: str, settings: dict, axes: dict[str, Axis]) -> None:

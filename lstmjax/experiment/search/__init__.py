@@ -46,7 +46,8 @@ from lstmjax.experiment.summary import TrialSummary
 from lstmjax.experiment.sweep import Trial, expand
 
 __all__ = [
-    "Search", "SearchResult", "Replay", "for_config", "replay", "GridSearch", "FrontierSearch",
+    "Search", "SearchResult", "Replay", "for_config", "replay", "ranks_by_objective",
+    "GridSearch", "FrontierSearch",
     "OptunaSearch", "share", "probe",
     # the optuna module's names, as when this was that module
     "STUDY_FILE", "STUDY_NAME", "run_optuna", "check_study", "collect", "finished_on_disk",
@@ -113,6 +114,12 @@ def replay(cfg: ExperimentConfig, run_dir: Path, trials: list[Trial] | None = No
         return dataclasses.replace(found, sweep=tuple(trials))
     held = collect(run_dir, cfg) if kind == "optuna" else trials
     return Replay(tuple((t, *read_entry(run_dir / t.name)) for t in held), sweep=tuple(trials))
+
+
+def ranks_by_objective(cfg: ExperimentConfig) -> bool:
+    """Whether ``cfg``'s search ranks its trials by an objective: a random or optuna search
+    (the report's leaderboard, :mod:`lstmjax.experiment.leaderboard`)."""
+    return _kind(cfg) != "frontier" and cfg.search.method in ("random", "optuna")
 
 
 def _kind(cfg: ExperimentConfig) -> str:
