@@ -295,6 +295,9 @@ def _run(args) -> int:
         print(rep["frontier_table"])
     print(rep["table"])
     print(rep["finding"])
+    for row in rep.get("leaderboard", [])[:5]:  # a random or optuna search: its top trials
+        pruned = " (pruned)" if row["status"] == "pruned" else ""
+        print(f"#{row['rank']} {row['trial']}: {row['objective']} {row['value']:.4g}{pruned}")
     if result.get("best"):  # sweep.method: optuna
         b = result["best"]
         print(f"best trial ({b['direction']} {b['objective']}): {b['trial']} = {b['value']:.4g}")

@@ -129,7 +129,8 @@ def run_trials(
         hosts.meet("prepared")
         sinks = loggers.open_run(cfg, run_dir)
         try:
-            ctx = JobContext(run_dir, reporter, sinks, found.size, dict(plan))
+            ctx = JobContext(run_dir, reporter, sinks, found.size, dict(plan),
+                             watch=getattr(found, "watch", None))
             executor = Executor(found, ctx, chosen if len(chosen) > 1 else None,
                                 resume=resume, train_job=train_job)
             failures = executor.run()
@@ -195,6 +196,7 @@ class Executor:
     def run(self) -> list[dict]:
         one_at_a_time = (self.devices is None or len(self.devices) <= 1
                          or self.data_parallel is not None)
+        self.search.width = 1 if one_at_a_time else len(self.devices)  # trials trained at once
         with contextlib.nullcontext() if one_at_a_time else DevicePool(
                 self.devices, self.guarded) as pool:
             while True:

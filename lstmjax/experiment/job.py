@@ -48,6 +48,9 @@ class JobContext:
     states: dict = dataclasses.field(default_factory=dict)
     cache: dict = dataclasses.field(default_factory=dict)
     dirs: dict = dataclasses.field(default_factory=dict)
+    # watch(trial, step, its metric lines so far) -> True: stop the trial there (a search's
+    # pruner); it is finished with what it has, its summary's pruned_at_step set
+    watch: Any = None
 
     def dir_of(self, trial: Trial) -> Path:
         return self.dirs.get(trial.name) or self.run_dir / trial.name
@@ -239,8 +242,10 @@ def train_job(job: Job, ctx: JobContext, slot: Slot = Slot()) -> list[TrialSumma
         steps_run, step = steps_run + new_step - step, new_step
         for run in runs:
             if not run.done:
-                run.after_chunk(state if whole else _take(state, run.seeds),
-                                _take(metrics, run.seeds), step)
+                part = state if whole else _take(state, run.seeds)
+                run.after_chunk(part, _take(metrics, run.seeds), step)
+                if not run.done and ctx.watch and ctx.watch(run.trial, step, run.lines):
+                    run.done, run.final, run.pruned_at = True, part, step
     loop_s = time.monotonic() - t_loop
 
     # throughput after compilation (chunks after the first), in seed-steps per second: the
@@ -258,7 +263,8 @@ def train_job(job: Job, ctx: JobContext, slot: Slot = Slot()) -> list[TrialSumma
         share = None if throughput is None else throughput * run.n_seeds / job.seeds
         out.append(run.finish(trainer, state if whole else _take(state, run.seeds), dict(
             wall_time_s=time.monotonic() - t_start, compile_s=compiled.compile_s,
-            first_chunk_s=first_chunk_s, seed_steps_per_s=share)))
+            first_chunk_s=first_chunk_s, seed_steps_per_s=share,
+            pruned_at_step=getattr(run, "pruned_at", None))))
     return out
 
 

@@ -30,7 +30,9 @@ import numpy as np
 
 __all__ = ["OUTCOMES", "classify", "log_loss_trend", "seed_outcomes"]
 
-OUTCOMES = ("solved", "learning", "stuck", "plateau", "diverged")
+# (+ "pruned": a seed of a trial stopped by a search's pruner, unsolved and not diverged --
+# set by the report from the trial's summary, not by classify)
+OUTCOMES = ("solved", "learning", "stuck", "plateau", "diverged", "pruned")
 WINDOW = 0.5  # the last half of the evaluations: a shorter window is at the mercy of noise
 MIN_POINTS = 4  # evaluations in the window, at least
 T_CRITICAL = 3.0  # one-sided: 0.55 % of flat log-normal noise curves pass (25 evaluations)
@@ -92,13 +94,17 @@ def seed_outcomes(summary, lines: Sequence[dict] | None = None) -> dict[int, str
     its outcome: as recorded in the summary, or -- for a summary written before outcomes were
     recorded -- classified from its metric ``lines`` (``metrics.jsonl``; None: none read)."""
     if summary.per_seed and all(r.outcome is not None for r in summary.per_seed):
-        return {r.seed: r.outcome for r in summary.per_seed}
-    curves: dict[int, tuple[list, list]] = {}
-    for line in lines or ():
-        if "loss" in line:
-            steps, losses = curves.setdefault(line["seed"], ([], []))
-            steps.append(line["step"])
-            losses.append(line["loss"])
-    return {r.seed: classify(*curves.get(r.seed, ([], [])), summary.chance_loss,
-                             solved=r.solved, diverged=r.diverged or r.blew_up)
-            for r in summary.per_seed}
+        found = {r.seed: r.outcome for r in summary.per_seed}
+    else:
+        curves: dict[int, tuple[list, list]] = {}
+        for line in lines or ():
+            if "loss" in line:
+                steps, losses = curves.setdefault(line["seed"], ([], []))
+                steps.append(line["step"])
+                losses.append(line["loss"])
+        found = {r.seed: classify(*curves.get(r.seed, ([], [])), summary.chance_loss,
+                                  solved=r.solved, diverged=r.diverged or r.blew_up)
+                 for r in summary.per_seed}
+    if getattr(summary, "pruned_at_step", None) is not None:  # a search's pruner stopped it
+        found = {k: o if o in ("solved", "diverged") else "pruned" for k, o in found.items()}
+    return found

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from lstmjax._io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
-from lstmjax.experiment import outcome, search
+from lstmjax.experiment import leaderboard, outcome, search
 from lstmjax.experiment.effective import option_notes, settings_rows
 from lstmjax.experiment.outcome import OUTCOMES
 from lstmjax.experiment.rundir import (
@@ -129,6 +129,8 @@ def write_report(
         "plots": [str(p) for p in plot_paths],
         "damaged": [t["damaged"] for t in trials if t["damaged"]],
     }
+    if leaderboard.applies(cfg):
+        out["leaderboard"] = leaderboard.rows(cfg, trials)
     if frontier_rows is not None:
         out["frontier"] = frontier_rows
         out["frontier_table"] = frontier_table(frontier_rows, fc)
@@ -601,6 +603,7 @@ def _markdown(cfg, trials, table: str, plot_paths: list[Path], run_dir: Path,
         ]
     parts = [
         f"# {cfg.name}\n",
+        *leaderboard.markdown(cfg, trials, plot_paths, run_dir),  # a search's best trial first
         *top,
         *([f"{cfg.description}\n"] if cfg.description else []),
         f"Task **{cfg.task.name}**; {len(tc.seeds)} seed(s) per trial; up to {tc.steps} steps of "
@@ -842,6 +845,7 @@ def _plots(run_dir: Path, trials: list[dict], cfg, frontier_rows=None, fc=None) 
         if any(_gate_series(t) for t in chosen):
             paths.append(plots / PLOTS[4])
             _save(_gates_plot(chosen, cfg), paths[-1])
+    paths += leaderboard.plots(plots, done, cfg)  # a search: objective vs each parameter
     summary = plots / SUMMARY_PLOT
     if len(ranked) > MAX_VARIANTS:
         paths.append(summary)
@@ -1072,7 +1076,8 @@ def _gates_plot(trials: list[dict], cfg):
 
 
 def _existing_plots(run_dir: Path) -> list[Path]:
-    return [p for p in (run_dir / PLOTS_DIR / n for n in PLOTS) if p.exists()]
+    return [p for p in (run_dir / PLOTS_DIR / n for n in PLOTS + leaderboard.PLOTS)
+            if p.exists()]
 
 
 def _figure(width: float, height: float):

@@ -55,14 +55,21 @@ Defaults shown; only ``task.name`` is required::
                                # {variant: [{name: slow-rnn, model.cell: rnn,
                                #             train.learning_rate: 1.0e-3}, ...]}
       method: grid             # grid | random | optuna (reserved keys of the sweep:
-                               # method, num_trials, seed, objective, direction)
+                               # method, num_trials, seed, objective, direction, pruner)
       num_trials: null         # random, optuna: how many trials (required, at most 100000;
                                # random: no more than its rounded ranges can give distinct)
       seed: 0                  # random, optuna: the sampler's seed
-      objective: null          # optuna (required): solved_fraction, solved_seeds,
-                               # median_steps_to_solve, median_final_loss, diverged_seeds,
-                               # blew_up_seeds -- a statistic of the trial's summary.json
-      direction: null          # optuna: maximize | minimize (null: the objective's own)
+      objective: null          # random, optuna (optuna: required): solved_fraction,
+                               # solved_seeds, median_steps_to_solve, median_final_loss,
+                               # diverged_seeds, blew_up_seeds -- a statistic of the trial's
+                               # summary.json; it also ranks the report's leaderboard (a random
+                               # search without one: solved_fraction)
+      pruner: none             # optuna: none | median | successive_halving | hyperband, or a
+                               # mapping {name: median, n_startup_trials: 5, n_warmup_steps: 0,
+                               # ...} with optuna's settings of that pruner (steps are training
+                               # steps); after each evaluation chunk a trial reports its
+                               # objective so far and the pruner may stop it (pruned, not failed)
+      direction: null          # random, optuna: maximize | minimize (null: the objective's own)
                                # random, optuna: a key's value is a list (a choice) or one of
                                # {choice: [...]}, {uniform: [low, high]},
                                # {loguniform: [low, high]}, {int: [low, high]} (inclusive), or

@@ -13,10 +13,17 @@
 
     sweep: {method: optuna, num_trials: 30, objective: median_final_loss, direction: minimize,
             ...}                      # direction: default the objective's natural one
+    sweep: {method: optuna, ..., pruner: {name: median, n_startup_trials: 2}}  # or pruner: median
+
+``objective``/``direction`` rank a random search's leaderboard too (default there:
+``solved_fraction``, maximised). ``pruner`` (optuna only; default ``none``) stops a trial at an
+evaluation whose intermediate objective is poor: ``median``, ``successive_halving`` or
+``hyperband``, with optuna's own settings beside ``name`` (:data:`PRUNERS`; steps are training
+steps).
 
 A distribution may also be written ``{distribution: loguniform, low: 1.0e-4, high: 1.0e-2}``
 (``{distribution: choice, values: [...]}``). ``method``, ``num_trials``, ``seed``,
-``objective`` and ``direction`` are reserved: they cannot name a grouped axis.
+``objective``, ``direction`` and ``pruner`` are reserved: they cannot name a grouped axis.
 
 Random search draws ``num_trials`` distinct points with ``numpy.random.default_rng(seed)``, trial
 after trial and axis after axis in sweep order (so the first trials of a longer search are the
@@ -46,13 +53,14 @@ from typing import Any, NamedTuple
 from lstmjax._util import close_match
 from lstmjax.experiment.draws import DIGITS, log_cells, round_value, uniform_cells
 from lstmjax.experiment.errors import did_you_mean
+from lstmjax.experiment.pruners import PRUNERS, parse_pruner
 
 __all__ = [
-    "RESERVED", "METHODS", "DISTRIBUTIONS", "OBJECTIVES", "DIGITS", "Pick", "Axis",
+    "RESERVED", "METHODS", "DISTRIBUTIONS", "OBJECTIVES", "PRUNERS", "DIGITS", "Pick", "Axis",
     "SearchSpace", "parse", "round_value",
 ]  # fmt: skip
 
-RESERVED = ("method", "num_trials", "seed", "objective", "direction")
+RESERVED = ("method", "num_trials", "seed", "objective", "direction", "pruner")
 METHODS = ("grid", "random", "optuna")
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
 # TrialSummary statistics a search can optimise, with their natural direction; a trial without
@@ -162,6 +170,8 @@ class SearchSpace:
     objective: str | None = None
     direction: str | None = None
     axes: dict[str, Axis] = dataclasses.field(default_factory=dict)
+    pruner: str = "none"  # optuna: PRUNERS
+    pruner_settings: tuple[tuple[str, Any], ...] = ()  # (setting, value), the given ones
 
     def grid(self) -> Iterator[dict[str, Pick]]:
         """Every point of the cartesian product (last axis fastest)."""
@@ -232,10 +242,13 @@ def parse(sweep: dict) -> SearchSpace:
         value = sweep[key]
         if isinstance(value, list):
             _reserved(key)
-        if method == "grid" or (key in ("objective", "direction") and method != "optuna"):
-            needs = "random or optuna" if key in ("num_trials", "seed") else "optuna"
+        if method == "grid" or (key == "pruner" and method != "optuna"):
+            needs = "optuna" if key == "pruner" else "random or optuna"
             raise ValueError(f"{key}: only used by sweep.method {needs} "
                              f"(this sweep's method is {method})")
+        if key == "pruner":
+            settings["pruner"], settings["pruner_settings"] = parse_pruner(value)
+            continue
         settings[key] = _setting(key, value)
     axes = {}
     for key, value in sweep.items():
@@ -295,11 +308,14 @@ def _check_method_settings(method: str, settings: dict, axes: dict[str, Axis]) -
     if "num_trials" not in settings:
         raise ValueError(f"num_trials: required key missing (sweep.method {method} runs that "
                          "many trials)")
-    if method == "optuna":
-        if "objective" not in settings:
-            raise ValueError(f"objective: required key missing (what sweep.method optuna "
-                             f"optimises: one of {', '.join(OBJECTIVES)})")
+    if method == "optuna" and "objective" not in settings:
+        raise ValueError(f"objective: required key missing (what sweep.method optuna "
+                         f"optimises: one of {', '.join(OBJECTIVES)})")
+    if "objective" in settings:
         settings.setdefault("direction", OBJECTIVES[settings["objective"]])
+    elif "direction" in settings:
+        raise ValueError(f"direction: given without sweep.objective (the statistic to "
+                         f"{settings['direction']}: one of {', '.join(OBJECTIVES)})")
     if not axes:
         raise ValueError(f"method: {method} needs at least one key to search besides "
                          f"{', '.join(RESERVED)}")

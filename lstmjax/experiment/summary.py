@@ -71,6 +71,8 @@ class TrialSummary:
     seed_steps_per_s: float | None = None
     resumed_from_step: int | None = None
     budget_raised_from: int | None = None  # train.steps before a raised budget continued it
+    # an optuna pruner stopped the trial at this step (its statistics are those it had then)
+    pruned_at_step: int | None = None
     # length generalisation (eval.lengths): one entry per evaluation length, per-seed lists
     length_eval: list[dict] | None = None
 

@@ -9,7 +9,8 @@
 Implementations: :class:`~.grid.GridSearch` (a grid or a random search: every point known at
 the start, a process's share of them), :class:`~.frontier.FrontierSearch` (per variant, the
 largest gap it solves: :func:`lstmjax.experiment.frontier.plan` as ask/tell) and
-:class:`~.optuna.OptunaSearch` (an optuna study, one trial at a time). The executor
+:class:`~.optuna.OptunaSearch` (an optuna study, one trial per device at a time, pruned
+on evaluation chunks by ``sweep.pruner``). The executor
 (:mod:`lstmjax.experiment.executor`) trains what is asked and never asks which search it has:
 :func:`for_config`, :func:`replay` and :func:`kind` are the only places that read a config's
 search method.
@@ -46,8 +47,8 @@ from lstmjax.experiment.summary import TrialSummary
 from lstmjax.experiment.sweep import Trial, expand
 
 __all__ = [
-    "Search", "SearchResult", "Replay", "for_config", "replay", "kind", "GridSearch",
-    "FrontierSearch", "OptunaSearch", "share", "probe",
+    "Search", "SearchResult", "Replay", "for_config", "replay", "kind", "ranks_by_objective",
+    "GridSearch", "FrontierSearch", "OptunaSearch", "share", "probe",
     # the optuna module's names, as when this was that module
     "STUDY_FILE", "STUDY_NAME", "run_optuna", "check_study", "collect", "finished_on_disk",
     "objective_value", "picks_from",
@@ -65,13 +66,17 @@ class Search(Protocol):
     then checked with the run's before anything is written). ``size``: how many trials, for
     progress (0: not known in advance). ``streams``: on several devices, each asked trial
     trains alone on one device and the search is asked again as soon as any one finishes
-    (otherwise each asked batch is scheduled as a whole)."""
+    (otherwise each asked batch is scheduled as a whole). ``width``: how many trials train at
+    once, set by the executor before its first ask (a search may ask for that many). Optional
+    ``watch(trial, step, metric lines) -> bool``: called after each evaluation chunk of a
+    trial; True stops it there (pruned, :attr:`TrialSummary.pruned_at_step`)."""
 
     upfront: tuple[Trial, ...]
     largest: tuple[Trial, ...]
     fixed: bool
     size: int
     streams: bool
+    width: int
 
     def ask(self) -> list[Trial]:
         """Trials to train now; [] while waiting for results -- done when nothing is pending."""
@@ -110,6 +115,12 @@ def replay(cfg: ExperimentConfig, run_dir: Path, trials: list[Trial] | None = No
         return dataclasses.replace(found, sweep=tuple(trials))
     held = collect(run_dir, cfg) if kind == "optuna" else trials
     return Replay(tuple((t, *read_entry(run_dir / t.name)) for t in held), sweep=tuple(trials))
+
+
+def ranks_by_objective(cfg: ExperimentConfig) -> bool:
+    """Whether ``cfg``'s search ranks its trials by an objective: a random or optuna search
+    (the report's leaderboard, :mod:`lstmjax.experiment.leaderboard`)."""
+    return kind(cfg) in ("random", "optuna")
 
 
 def kind(cfg: ExperimentConfig) -> str:

@@ -73,6 +73,7 @@ class FrontierSearch:
 
     fixed = False
     streams = True
+    width = 1  # (asks every variant's next probe at once; set by the executor)
     size = 0  # decided as it goes
 
     def __init__(self, cfg, fc, variants: list[Trial], *, rank: int = 0, count: int = 1,

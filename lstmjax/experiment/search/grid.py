@@ -26,6 +26,7 @@ class GridSearch:
 
     fixed = True
     streams = False
+    width = 1  # (asks everything at once; set by the executor)
 
     def __init__(self, trials: list[Trial], *, rank: int = 0, count: int = 1):
         self.upfront = self.largest = tuple(trials)

@@ -231,8 +231,15 @@ def _recreate(optuna, study, run_dir: Path, cfg: ExperimentConfig) -> None:
                         and not _primitive(space.axes[key].values) else p.value)
                   for key, p in picks.items()}
         summary = read_finished(run_dir / trial.name)
+        value = objective_value(summary, space)
+        if summary.pruned_at_step is not None:  # pruned: its last objective as the pruned value
+            study.add_trial(optuna.trial.create_trial(
+                state=optuna.trial.TrialState.PRUNED, params=params,
+                distributions=distributions,
+                intermediate_values={summary.pruned_at_step: value}))
+            continue
         study.add_trial(optuna.trial.create_trial(
-            params=params, distributions=distributions, value=objective_value(summary, space)))
+            params=params, distributions=distributions, value=value))
 
 
 def _canonical(value: Any) -> str:
