@@ -63,13 +63,25 @@ def _fake_summary(trial) -> TrialSummary:
                               steps=steps, seeds=seeds)
 
 
-def _budgets_needed(cell: str, gap: int) -> list[int]:
-    """By hand: the budgets a probe at ``gap`` is trained with -- doubled from BASE while its
-    seeds are learning, never past MAX_BUDGET."""
-    budgets = [BASE]
-    while _outcome(cell, gap, budgets[-1]) == "learning" and budgets[-1] < MAX_BUDGET:
-        budgets.append(min(2 * budgets[-1], MAX_BUDGET))
-    return budgets
+def _expected(fc, cell: str) -> dict[int, list[int]]:
+    """By hand, per probe of ``cell``'s search: the budgets it is trained with -- doubled from
+    BASE, never past MAX_BUDGET, while its seeds are learning or while its budget is below twice
+    the most steps a solved probe needed so far (a fair budget)."""
+    needed, known, budgets = 0, {}, {}
+    while True:
+        gap, _ = frontier.plan(fc, known)
+        if gap is None:
+            return budgets
+        steps = [BASE]
+        fair = min(MAX_BUDGET, 2 * needed) if needed else 0
+        while (_outcome(cell, gap, steps[-1]) != "solved" and steps[-1] < MAX_BUDGET
+               and (_outcome(cell, gap, steps[-1]) == "learning" or steps[-1] < fair)):
+            steps.append(min(2 * steps[-1], MAX_BUDGET))
+        budgets[gap] = steps
+        solved = _outcome(cell, gap, steps[-1]) == "solved"
+        if solved:
+            needed = max(needed, 100 * gap)
+        known[gap] = float(solved)
 
 
 def _drive(found, record=None):
@@ -89,9 +101,13 @@ def test_frontier_extends_a_learning_probe_exactly_as_far_as_needed_and_never_pa
     cfg = from_dict(FRONTIER)
     found = search.for_config(cfg, None, trials=expand(cfg))
     asked = _drive(found)
-    for (cell, gap), budgets in asked.items():
-        assert budgets == _budgets_needed(cell, gap), (cell, gap)
-        assert max(budgets) <= MAX_BUDGET
+    for cell in LIMIT:
+        expected = _expected(cfg.frontier, cell)
+        assert {g: b for (c, g), b in asked.items() if c == cell} == expected, cell
+    assert max(max(b) for b in asked.values()) == MAX_BUDGET
+    # a stuck probe is trained on to a fair budget (twice what gap 12 needed, capped), a
+    # solved one only as far as needed
+    assert asked[("rnn", 13)] == [200, 400, 800, 1600] and asked[("rnn", 8)] == [200, 400, 800]
     # the decisions are the pure search's on the outcomes at each probe's final budget
     solvable = {cell: (lambda g, c=cell: float(g <= LIMIT[c] and 100 * g <= MAX_BUDGET))
                 for cell in LIMIT}
@@ -100,9 +116,9 @@ def test_frontier_extends_a_learning_probe_exactly_as_far_as_needed_and_never_pa
     for cell, e in expected.items():
         assert (rows[cell]["largest_solved"], rows[cell]["smallest_unsolved"]) == (
             e.largest_solved, e.smallest_unsolved)
-    # rnn: stuck at 13 with budget to spare; gru: still learning at 17 when 1600 ran out
+    # rnn: stuck at 13 after a fair budget; gru: still learning at 17 when 1600 ran out
     assert rows["rnn"]["smallest_unsolved"] == 13 and rows["rnn"]["boundary"] == "stuck"
-    assert rows["rnn"]["budget"] == BASE
+    assert rows["rnn"]["budget"] == MAX_BUDGET
     assert rows["gru"]["largest_solved"] == 16 and rows["gru"]["smallest_unsolved"] == 17
     assert rows["gru"]["boundary"] == "budget_limited" and rows["gru"]["budget"] == MAX_BUDGET
 
@@ -121,7 +137,7 @@ def test_a_resumed_frontier_asks_each_probe_with_its_last_budget_and_decides_the
     again = search.for_config(cfg, tmp_path, trials=expand(cfg), resume=True)
     asked = _drive(again)
     for (cell, gap), budgets in asked.items():
-        assert budgets == [_budgets_needed(cell, gap)[-1]], (cell, gap)  # no re-extension
+        assert budgets == [_expected(cfg.frontier, cell)[gap][-1]], (cell, gap)  # as left
     assert again.result().extra["frontier"] == first.result().extra["frontier"]
     replayed = FrontierSearch.replay(cfg, cfg.frontier, expand(cfg), tmp_path)
     assert replayed.extra["frontier"] == first.result().extra["frontier"]

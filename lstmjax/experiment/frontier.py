@@ -12,14 +12,17 @@ so far, so a resumed run re-uses finished probes and makes the same decisions. T
 run trains it (ask for probes, be told their outcomes) is
 :class:`lstmjax.experiment.search.FrontierSearch`.
 
-A probe is only *unsolved* once its budget is spent: while enough of its seeds are still
-``learning`` (:mod:`lstmjax.experiment.outcome`) that they could lift it to ``min_solved``, it
-is trained on from its checkpoint with ``train.steps x budget_factor`` steps, up to
-``max_budget`` (:func:`next_budget`). Each variant's frontier then ends in one of three ways
-(:func:`boundary`): ``not_reached`` (``max`` solved), ``stuck`` (at the smallest unsolved gap
-too few seeds were still learning to solve it: the cell cannot bridge that gap, whatever the
-budget) or ``budget_limited`` (enough were still learning when ``max_budget`` ran out: more
-steps might solve it).
+A probe is only *unsolved* once its budget is spent, and a fair one: it is trained on from
+its checkpoint with ``train.steps x budget_factor`` steps, up to ``max_budget``
+(:func:`next_budget`), while enough of its seeds are still ``learning``
+(:mod:`lstmjax.experiment.outcome`) that they could lift it to ``min_solved``, and while its
+budget is below :data:`SPARE` times the steps the variant needed at the gaps it solved
+(:func:`fair_budget`: a flat loss after fewer steps than a shorter gap took to solve is not
+evidence -- on long-gap tasks a loss often sits on a plateau before it drops). Each variant's
+frontier then ends in one of three ways (:func:`boundary`): ``not_reached`` (``max``
+solved), ``stuck`` (at the smallest unsolved gap too few seeds were still learning to solve
+it, after a fair budget: the cell does not bridge that gap) or ``budget_limited`` (enough
+were still learning when ``max_budget`` ran out: more steps might solve it).
 
 Assumes that solving is monotone in the gap (what is solved at a gap is solved at shorter ones);
 where it is not, the search reports one transition it found, and the probes show the rest.
@@ -32,10 +35,11 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 
-__all__ = ["FrontierResult", "BOUNDARIES", "plan", "search", "rows", "could_still_solve",
-           "next_budget", "boundary", "max_probes", "rule"]
+__all__ = ["FrontierResult", "BOUNDARIES", "SPARE", "plan", "search", "rows",
+           "could_still_solve", "fair_budget", "next_budget", "boundary", "max_probes", "rule"]
 
 BOUNDARIES = ("stuck", "budget_limited", "not_reached")
+SPARE = 2.0  # a fair budget: this many times the steps the variant needed at its solved gaps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,8 +125,9 @@ def _budget_rule(fc) -> str:
     top = getattr(fc, "max_budget", None)
     if top is None:
         return ""
-    return (f"; a probe left unsolved while enough of its seeds are still learning is trained "
-            f"on (train.steps x{fc.budget_factor:g}, up to {top} steps) before it counts")
+    return (f"; a probe left unsolved while enough of its seeds are still learning, or after "
+            f"fewer than {SPARE:g}x the steps a solved gap took, is trained on (train.steps "
+            f"x{fc.budget_factor:g}, up to {top} steps) before it counts")
 
 
 def search(fc, outcome) -> FrontierResult:
@@ -143,6 +148,17 @@ def could_still_solve(fc, outcomes: Sequence[str]) -> bool:
     learning = sum(o == "learning" for o in outcomes)
     solved = sum(o == "solved" for o in outcomes)
     return learning > 0 and (solved + learning) / len(outcomes) >= fc.min_solved - 1e-12
+
+
+def fair_budget(fc, needed: float | None) -> int | None:
+    """The budget an unsolved probe gets even when no seed is still learning: :data:`SPARE`
+    times ``needed`` (the most steps the variant took to solve a gap so far: the largest
+    median steps to solve of its solved probes), at most ``max_budget``; None without
+    ``max_budget`` or a solved gap."""
+    top = getattr(fc, "max_budget", None)
+    if top is None or not needed:
+        return None
+    return min(top, math.ceil(SPARE * needed))
 
 
 def next_budget(fc, steps: int, eval_every: int) -> int | None:

@@ -322,8 +322,12 @@ def _at_boundary(v: str, row: dict, trials: list[dict], fc) -> str:
     budget_limited, not_reached) and the evidence behind it."""
     largest, gap, budget = row["largest_solved"], row["smallest_unsolved"], row.get("budget")
     if row["boundary"] == "not_reached":
+        nxt = math.ceil(largest * fc.factor)
+        need = _predicted(v, nxt, trials)
+        cost = (f"; its steps-to-solve trend predicts about {need:,.0f} steps at gap {nxt}"
+                if need is not None else "")
         return (f"{v} solves every gap up to {largest}, the search's maximum (its boundary is "
-                "not reached; raise frontier.max to find it)")
+                f"not reached: raise frontier.max to find it{cost})")
     head = (f"{v} solves gaps up to {largest} and" if largest is not None
             else f"{v} solves no gap (not even {fc.start}) and")
     at = next((t for t in trials if t["variant"] == v and t["gap"] == gap
@@ -331,8 +335,16 @@ def _at_boundary(v: str, row: dict, trials: list[dict], fc) -> str:
     counts = _outcome_counts(at, unsolved_only=True) if at is not None else ""
     steps = _fmt_steps(budget) if budget else "its"
     if row["boundary"] == "stuck":
-        return (f"{head} is stuck at {gap} ({counts} after {steps} steps: no longer learning "
-                "when the budget ran out)")
+        took = [(t["summary"].median_steps_to_solve, t["gap"]) for t in trials
+                if t["variant"] == v and t["summary"] is not None
+                and t["summary"].solved_fraction >= fc.min_solved - 1e-12
+                and t["summary"].median_steps_to_solve]
+        fair = ""
+        if took and budget:
+            need, at_gap = max(took)
+            fair = f", {budget / need:.1f}x the {_fmt_steps(need)} steps gap {at_gap} took"
+        return (f"{head} is stuck at {gap} ({counts} after {steps} steps{fair}: no longer "
+                "learning when the budget ran out)")
     top = getattr(fc, "max_budget", None)
     limit = (f"its maximum budget of {steps} steps" if top is not None and budget
              and budget >= top else f"its {steps}-step budget")
@@ -340,17 +352,26 @@ def _at_boundary(v: str, row: dict, trials: list[dict], fc) -> str:
             f"a failure; {_settling(v, gap, budget, trials, top)})")
 
 
+def _law(v: str, trials: list[dict]) -> dict | None:
+    """The variant's :func:`growth_law` of steps to solve against the gap (None: too few
+    solved gaps)."""
+    pts = _solve_steps(trials).get(v)
+    return growth_law([g for g, _ in pts], [n for _, n in pts]) if pts else None
+
+
+def _predicted(v: str, gap: int, trials: list[dict]) -> float | None:
+    """Steps to solve ``gap`` by the variant's growth law (2 significant digits), or None."""
+    law = _law(v, trials)
+    return None if law is None else float(f"{predicted_steps(law, gap):.2g}")
+
+
 def _settling(v: str, gap: int, budget: int | None, trials: list[dict], top) -> str:
     """What budget would settle a budget-limited boundary: the variant's steps-to-solve law
     extrapolated to ``gap`` where it has one, else more than what was spent."""
-    law = None
-    pts = _solve_steps(trials).get(v)
-    if pts:
-        law = growth_law([g for g, _ in pts], [n for _, n in pts])
+    law = _law(v, trials)
     if law is not None and budget:
-        need = predicted_steps(law, gap)
+        need = _predicted(v, gap, trials)
         if need > budget:
-            need = float(f"{need:.2g}")
             return (f"its steps-to-solve trend ({law['better']} law, gaps "
                     f"{law['gaps'][0]:g}–{law['gaps'][1]:g}) predicts about {need:,.0f} steps "
                     f"at gap {gap}; frontier.max_budget: {math.ceil(need * 1.5):d} would "

@@ -83,7 +83,7 @@ Defaults shown; only ``task.name`` is required::
       factor: 2.0              # grow by this factor until a probe is unsolved ...
       resolution: 0.1          # ... then bisect until the bracket is this narrow (relative)
       min_solved: 0.5          # a probe is solved when this fraction of its seeds solve it
-      max_budget: null         # train a probe still learning on, up to these steps (null: never)
+      max_budget: null         # extend an unsolved probe still learning up to these steps
       budget_factor: 2         # each extension multiplies the probe's train.steps by this
     diagnostics: null          # gradient flow and gate statistics (diagnostics.jsonl); when
                                # given:
@@ -362,9 +362,7 @@ class FrontierConfig(_Section):
     factor: float = Field(2.0, gt=1.0, le=100.0)
     resolution: float = Field(0.1, gt=0.0, le=10.0)
     min_solved: float = Field(0.5, gt=0.0, le=1.0)
-    # A probe left unsolved while enough of its seeds are still learning is trained on (resumed
-    # from its checkpoint, train.steps x budget_factor each time) up to this many steps before
-    # it counts as unsolved; null: never (its boundary may then be budget_limited).
+    # (budget extension of an unsolved probe: lstmjax.experiment.frontier.fair_budget)
     max_budget: int | None = Field(None, ge=1, le=MAX_STEPS)
     budget_factor: float = Field(2.0, gt=1.0, le=100.0)
 

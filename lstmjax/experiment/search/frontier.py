@@ -66,7 +66,8 @@ class FrontierSearch:
     outcomes, so the probes are the same whatever order the results come in.
 
     A probe told unsolved while enough of its seeds are still learning
-    (:func:`frontier.could_still_solve`) is asked again with a raised budget
+    (:func:`frontier.could_still_solve`), or after less than a fair budget
+    (:func:`frontier.fair_budget`), is asked again with a raised budget
     (:func:`frontier.next_budget`, up to ``frontier.max_budget``) before it counts; its
     directory continues from its checkpoint. ``run_dir``: where a resumed run's probes are
     (each is asked with the budget it was last given)."""
@@ -81,6 +82,7 @@ class FrontierSearch:
         self.cfg, self.fc = cfg, fc
         self.run_dir = run_dir if resume else None
         self._at: dict[str, dict[int, tuple[list[str], int]]] = {}  # outcomes, steps per gap
+        self._needed: dict[str, float] = {}  # the most steps a solved probe took, per variant
         self.variants = list(variants)[rank::count]
         self.upfront = tuple(probe(cfg, fc, v, fc.start, 0) for v in variants)
         self.largest = tuple(probe(cfg, fc, v, fc.max, 0) for v in variants)
@@ -127,12 +129,16 @@ class FrontierSearch:
         outcomes = list(_outcomes(self.run_dir, trial, summary).values())
         self._at.setdefault(v.name, {})[int(trial.gap)] = (outcomes, trial.cfg.train.steps)
         tc = trial.cfg.train
-        if summary.solved_fraction < self.fc.min_solved - 1e-12 and frontier.could_still_solve(
-                self.fc, outcomes):
-            steps = frontier.next_budget(self.fc, tc.steps, tc.eval_every)
-            if steps is not None:  # still learning: trained on before it counts as unsolved
-                self.extend(trial.name, steps)
-                return
+        if summary.solved_fraction < self.fc.min_solved - 1e-12:
+            fair = frontier.fair_budget(self.fc, self._needed.get(v.name))
+            if frontier.could_still_solve(self.fc, outcomes) or (fair and tc.steps < fair):
+                steps = frontier.next_budget(self.fc, tc.steps, tc.eval_every)
+                if steps is not None:  # trained on before it counts as unsolved
+                    self.extend(trial.name, steps)
+                    return
+        elif summary.median_steps_to_solve:
+            self._needed[v.name] = max(self._needed.get(v.name, 0),
+                                       summary.median_steps_to_solve)
         self.known[v.name][int(trial.gap)] = summary.solved_fraction
 
     def extend(self, name: str, steps: int) -> Trial:
