@@ -59,16 +59,13 @@ Defaults shown; only ``task.name`` is required::
       num_trials: null         # random, optuna: how many trials (required, at most 100000;
                                # random: no more than its rounded ranges can give distinct)
       seed: 0                  # random, optuna: the sampler's seed
-      objective: null          # random, optuna (optuna: required): solved_fraction,
-                               # solved_seeds, median_steps_to_solve, median_final_loss,
-                               # diverged_seeds, blew_up_seeds -- a statistic of the trial's
-                               # summary.json; it also ranks the report's leaderboard (a random
-                               # search without one: solved_fraction)
-      pruner: none             # optuna: none | median | successive_halving | hyperband, or a
-                               # mapping {name: median, n_startup_trials: 5, n_warmup_steps: 0,
-                               # ...} with optuna's settings of that pruner (steps are training
-                               # steps); after each evaluation chunk a trial reports its
-                               # objective so far and the pruner may stop it (pruned, not failed)
+      objective: null          # random, optuna (optuna: required): a statistic of summary.json
+                               # (solved_fraction, solved_seeds, median_steps_to_solve,
+                               # median_final_loss, diverged_seeds, blew_up_seeds); it ranks the
+                               # leaderboard (random without one: solved_fraction)
+      pruner: none             # optuna: none | median | successive_halving | hyperband, or
+                               # {name: median, n_warmup_steps: 0, ...} (optuna's settings; steps
+                               # are training steps): may stop a trial after an evaluation chunk
       direction: null          # random, optuna: maximize | minimize (null: the objective's own)
                                # random, optuna: a key's value is a list (a choice) or one of
                                # {choice: [...]}, {uniform: [low, high]},
@@ -113,9 +110,8 @@ Defaults shown; only ``task.name`` is required::
                                # registers your own cells or tasks (recorded in the run, so
                                # --resume, report and load_results import them again)
 
-This module checks types, ranges and the relations inside one section; what needs the cell
-and task registries (names, options, task parameters) is checked by
-:func:`lstmjax.experiment.config.from_dict` when it builds each trial.
+This module checks types, ranges and the relations inside one section; what needs the cell and
+task registries is checked by :func:`lstmjax.experiment.config.from_dict` for each trial.
 """
 
 from __future__ import annotations
@@ -136,8 +132,7 @@ __all__ = [
 
 
 # Upper bounds: far above anything that trains on one machine, low enough that arithmetic on
-# them cannot overflow; what actually fits in memory is estimated before a run starts
-# (lstmjax.experiment.resources).
+# them cannot overflow (what fits in memory: lstmjax.experiment.resources).
 MAX_SEED = 2**32  # a seed is a uint32 PRNG key: seeds are integers in [0, 2^32)
 MAX_SEEDS = 4096
 MAX_SIZE = 1 << 20  # hidden_size, batch sizes
