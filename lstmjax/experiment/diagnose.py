@@ -2,13 +2,18 @@
 at initialisation and every ``diagnostics.every`` steps, written to ``<trial>/diagnostics.jsonl``
 (one line per evaluation step and seed), and post hoc from the checkpoints of a finished run
 (``lstmjax diagnose RUN_DIR``: it adds the steps a trial lacks -- at initialisation and at the
-newest checkpoint -- and keeps every recorded line).
+newest checkpoint -- and keeps every recorded line; each variant's boundary probes first).
 
 What is measured (:mod:`lstmjax.diagnostics`): the first layer's cell (forward direction) on a
 fixed batch of the trial's task -- ``diagnostics.batch_size`` sequences drawn from
 ``fold_in(PRNGKey(seed), 3)`` -- so every evaluation of a seed sees the same sequences:
-``gradient_flow`` (log10 gain of ∂h_T/∂h_{T-k} against the lag k) and ``gate_stats`` (gate
-means, saturation, the keep gate's memory time-scale τ).
+``gradient_flow`` (log10 gain of ∂h_T/∂h_{T-k} against the lag k), ``gate_stats`` (gate
+means, saturation, the quantiles of the keep gate's memory time-scale τ) and the batch's
+``dependency_lags`` (``task.dependency_lags``: per sequence, how far back the information its
+output needs lies; lines written before they were recorded lack the key).
+
+Where the report looks (:mod:`lstmjax.experiment.why`): at each variant's boundary probes, its
+largest solved and smallest unsolved gap. ``diagnose_run`` does those first and names them.
 """
 
 from __future__ import annotations
@@ -56,7 +61,8 @@ class Diagnoser:
             lambda args: self._one(*args), (params_S, keys_S)))
 
     def _one(self, params, key):
-        """One seed's (GradientFlow, GateStats) on its batch drawn from ``fold_in(key, 3)``."""
+        """One seed's (GradientFlow, GateStats, dependency lags [B]) on its batch drawn from
+        ``fold_in(key, 3)``."""
         import jax
 
         from lstmjax import diagnostics
@@ -65,7 +71,7 @@ class Diagnoser:
         g = diagnostics.gradient_flow(self.cell, params, batch.inputs, seq_lengths=batch.lengths,
                                       num_probes=self.num_probes, key=key)
         s = diagnostics.gate_stats(self.cell, params, batch.inputs, seq_lengths=batch.lengths)
-        return g, s
+        return g, s, self.task.dependency_lags(batch)
 
     def due(self, before: int, after: int) -> bool:
         """Whether a diagnostics step lies in ``(before, after]`` (always at step 0)."""
