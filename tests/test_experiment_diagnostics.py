@@ -79,7 +79,10 @@ def test_diagnose_computes_them_post_hoc_from_checkpoints(diagnosed, tmp_path, c
     run(cfg, out_dir=out)
     assert not (out / "default" / "diagnostics.jsonl").exists()
     assert cli.main(["diagnose", str(out)]) == 0
-    assert "diagnosed 1 trial(s)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "diagnosed 1 trial(s)" in printed
+    # the one trial is its variant's boundary (solved or not at gap 6): named as such
+    assert "boundary: lstm at gap 6 (" in printed
     post = _lines(out / "default" / "diagnostics.jsonl")
     during = _lines(diagnosed / "cell-lstm" / "diagnostics.jsonl")
     assert [(d["step"], d["seed"]) for d in post] == [(0, 0), (0, 1), (40, 0), (40, 1)]

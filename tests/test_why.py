@@ -204,3 +204,24 @@ def test_boundary_probes_of_a_frontier_come_from_its_rows():
     probes = why.boundary_probes(trials, rows)
     assert [(p.variant, p.role, p.gap) for p in probes] == [
         ("rnn", "solved", 8), ("rnn", "unsolved", 10), ("lstm", "solved", 160)]
+
+
+def test_lines_from_before_the_lags_and_deciles_were_recorded_still_explain(tmp_path):
+    """Old diagnostics.jsonl lines (no dependency_lags, τ quartiles only): the lags are
+    recomputed on the documented batch (batch_size sequences from fold_in(PRNGKey(seed), 3)),
+    τ's band is its quartiles."""
+    run_dir = _fake_run(tmp_path)
+    (tdir,) = run_dir.glob("cell-lstm*length-20")
+    old = []
+    for d in (json.loads(x) for x in (tdir / DIAGNOSTICS_FILE).read_text().splitlines()):
+        del d["dependency_lags"], d["gates"]["timescale"]["q10"], d["gates"]["timescale"]["q90"]
+        old.append(json.dumps(d) + "\n")
+    (tdir / DIAGNOSTICS_FILE).write_text("".join(old))
+    write_report(run_dir, plots=False)
+    text = (run_dir / "report.md").read_text()
+    task = lj.tasks.make("adding", length=20)
+    pooled = sorted(int(v) for s in (0, 1, 2) for v in task.dependency_lags(
+        task.sample(jax.random.fold_in(jax.random.PRNGKey(s), 3), 32)))
+    L = pooled[round(0.5 * (len(pooled) - 1))]
+    assert f"lstm at gap 20 (unsolved, 1/3 seeds): gain at the dependency lag (median {L} " in text
+    assert "(25–75 %: " in text and f"vs the lag {L}:" in text

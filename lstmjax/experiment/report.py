@@ -11,7 +11,9 @@ solve and final loss are in :mod:`lstmjax.experiment.summary`. A run, or a gap f
 search, that has not finished is called incomplete in the finding (``frontier.csv``: the
 ``complete`` column), with the command that resumes it; nothing beyond its finished trials is
 claimed. The plots draw at most :data:`MAX_VARIANTS` variants (the best), with all of them in
-``plots/all_variants.png``; the tables always list every trial.
+``plots/all_variants.png``; the tables always list every trial. The "Why" section and the
+why-plots (``gradient_flow.png``, ``gates.png``) read the diagnostics at each variant's own
+boundary, its largest solved and smallest unsolved gap (:mod:`lstmjax.experiment.why`).
 
 Calling the module, ``lj.experiment.report(run_dir)``, is a deprecated alias of
 :func:`write_report`.
