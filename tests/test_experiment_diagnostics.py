@@ -83,6 +83,8 @@ def test_diagnose_computes_them_post_hoc_from_checkpoints(diagnosed, tmp_path, c
     assert "diagnosed 1 trial(s)" in printed
     # the one trial is its variant's boundary (solved or not at gap 6): named as such
     assert "boundary: lstm at gap 6 (" in printed
+    why = (out / "report.md").read_text().split("## Why: at each variant's boundary")[1]
+    assert "- lstm at gap 6 (" in why and "at step 40, " in why  # init and last checkpoint
     post = _lines(out / "default" / "diagnostics.jsonl")
     during = _lines(diagnosed / "cell-lstm" / "diagnostics.jsonl")
     assert [(d["step"], d["seed"]) for d in post] == [(0, 0), (0, 1), (40, 0), (40, 1)]

@@ -298,6 +298,11 @@ def section(trials: list[dict], frontier_rows: list[dict] | None, variants: list
         lines.append(f"| {p.variant} | {p.role} | {p.gap} | {n['solved_seeds']}/{n['num_seeds']} "
                      f"| {lag_text} | {gain(n['gain_init'])} → {gain(n['gain_final'])} "
                      f"| {n['keep_gate'] or '–'} | {tau_text} | {steps} |")
+    for v, (largest, smallest) in boundary_gaps(trials, frontier_rows).items():
+        if v in bullets and smallest is None:
+            bullets[v].append(f"No unsolved gap up to {largest}: its limit is not measured yet.")
+        elif v in bullets and largest is None:
+            bullets[v].append(f"No gap solved, not even {smallest}.")
     missing = [v for v in variants if v not in bullets]
     intro = ("Gradient flow and gate memory at each variant's boundary: its largest solved "
              "and smallest unsolved gap (`plots/gradient_flow.png`, `plots/gates.png`). The "
