@@ -366,6 +366,8 @@ def _diagnose(args) -> int:
         print(f"warning: skipped {message}", file=sys.stderr)
     rep = experiment.write_report(args.run_dir)
     print(f"diagnosed {len(done['trials'])} trial(s); report: {rep['report']}")
+    for probe in done["boundary"]:  # where the report's why-section and why-plots look
+        print(f"boundary: {probe}")
     for path in rep["plots"]:
         print(f"plot: {path}")
     return 0

@@ -105,14 +105,17 @@ class GateSummary(_Record):
     frac_high: Any
 
 
-@_pytree(["q25", "median", "q75"])
+@_pytree(["q25", "median", "q75", "q10", "q90"])
 @dataclasses.dataclass(frozen=True)
 class TimeScale(_Record):
-    """Quartiles of the memory time-scale ``τ = -1 / ln keep`` (in steps)."""
+    """Quantiles of the memory time-scale ``τ = -1 / ln keep`` (in steps): the quartiles
+    ``q25, median, q75`` and the deciles ``q10, q90`` (the spread across units and steps)."""
 
     q25: Any
     median: Any
     q75: Any
+    q10: Any
+    q90: Any
 
 
 @_pytree(["gates", "timescale", "cell_norm"], ("keep_gate", "low", "high"))
@@ -431,9 +434,9 @@ def gate_stats(cell: Cell, params, xs, *, seq_lengths=None, low: float = 0.05,
     For the keep gate (``cell.keep_gate``: the gate multiplying the old state; ``f`` in
     ``c' = f * c + i * g``, ``z`` in our GRU's ``h' = (1 - z) * n + z * h``, ``1-f`` in the
     paper MGU, ``1-z`` in minGRU), the memory time-scale ``τ = -1 / ln keep`` (a value
-    decays to ``1/e`` in ``τ`` steps): its quartiles (order statistics, nearest rank) in
-    ``timescale``. ``ln keep`` is ``log1p(-g)`` for ``1-g``, so a tiny ``g`` keeps its
-    precision; ``keep`` rounding to 1 gives ``τ = inf`` (``None`` in ``to_dict``). No keep
+    decays to ``1/e`` in ``τ`` steps): its 10/25/50/75/90 % quantiles (order statistics,
+    nearest rank) in ``timescale``. ``ln keep`` is ``log1p(-g)`` for ``1-g``, so a tiny ``g``
+    keeps its precision; ``keep`` rounding to 1 gives ``τ = inf`` (``None`` in ``to_dict``). No keep
     gate (NFG: ``f = 1``): ``timescale = None``. LSTMs (and ``ln_lstm``) also get
     ``cell_norm[t] = mean_{b : t < L_b} ‖c_{b,t}‖₂``. An ungated cell gives ``gates = {}``
     and None for the rest.
@@ -448,11 +451,15 @@ def gate_stats(cell: Cell, params, xs, *, seq_lengths=None, low: float = 0.05,
                      float(low), float(high))
 
 
-def _nearest_quartiles(values, mask):
-    """The 25/50/75 % order statistics (nearest rank ``round(q (n-1))``) of ``values[mask]``."""
+_QUANTILES = (0.25, 0.5, 0.75, 0.1, 0.9)  # in TimeScale's field order
+
+
+def _nearest_ranks(values, mask):
+    """The :data:`_QUANTILES` order statistics (nearest rank ``round(q (n-1))``) of
+    ``values[mask]``."""
     ranked = jnp.sort(jnp.where(mask, values, jnp.inf).ravel())
     n = jnp.sum(mask)
-    idx = jnp.round(jnp.array([0.25, 0.5, 0.75]) * (n - 1)).astype(jnp.int32)
+    idx = jnp.round(jnp.array(_QUANTILES) * (n - 1)).astype(jnp.int32)
     return jnp.where(n > 0, ranked[jnp.clip(idx, 0, ranked.size - 1)], jnp.nan)
 
 
@@ -477,9 +484,9 @@ def _gate_stats(cell: Cell, params, xp, prev, carries, valid, low, high):
         complement = keep.startswith("1-")
         g = f32(acts[keep[2:] if complement else keep])
         log_keep = jnp.log1p(-g) if complement else jnp.log(g)  # ln keep, increasing in keep
-        q = _nearest_quartiles(log_keep, jnp.broadcast_to(valid[..., None], g.shape))
+        q = _nearest_ranks(log_keep, jnp.broadcast_to(valid[..., None], g.shape))
         tau = jnp.where(q == 0, jnp.inf, -1.0 / q)  # ln keep = 0: keep = 1, τ = inf
-        timescale = TimeScale(tau[0], tau[1], tau[2])
+        timescale = TimeScale(*(tau[i] for i in range(len(_QUANTILES))))
     cell_norm = None
     if acts and isinstance(cell, _CELL_STATE):
         c = f32(carries[1])  # [T, N, H]: c_t

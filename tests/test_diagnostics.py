@@ -213,9 +213,9 @@ def test_gate_stats_match_a_numpy_lstm():
         np.testing.assert_allclose(float(got.frac_high), np.mean(g > 0.6), atol=1e-6)
     f = gates["f"]
     assert f.size == 45  # nearest-rank quartiles fall on ranks 11, 22, 33 exactly
-    tau = np.sort(-1 / np.log(f))[[11, 22, 33]]
+    tau = np.sort(-1 / np.log(f))[[4, 11, 22, 33, 40]]  # deciles: round(0.1·44), round(0.9·44)
     got = s.timescale
-    np.testing.assert_allclose([got.q25, got.median, got.q75], tau, rtol=1e-4)
+    np.testing.assert_allclose([got.q10, got.q25, got.median, got.q75, got.q90], tau, rtol=1e-4)
     valid = np.arange(T)[None] < LENGTHS[:, None]
     np.testing.assert_allclose(np.asarray(s.cell_norm), (cs * valid).sum(0) / valid.sum(0),
                                rtol=1e-5)
@@ -281,7 +281,9 @@ def test_every_registered_cell_runs_both_under_jit():
             assert 0 <= float(summary.frac_low) + float(summary.frac_high) <= 1, name
         if s.keep_gate is not None:
             ts = s.timescale
-            assert 0 <= float(ts.q25) <= float(ts.median) <= float(ts.q75), name
+            quantiles = [float(ts.q10), float(ts.q25), float(ts.median), float(ts.q75),
+                         float(ts.q90)]
+            assert 0 <= quantiles[0] and quantiles == sorted(quantiles), name
         has_c = isinstance(cell, (lj.cells.LSTMCell, lj.cells.LNLSTMCell))
         assert (s.cell_norm is not None) == has_c, name
 

@@ -79,7 +79,12 @@ def test_diagnose_computes_them_post_hoc_from_checkpoints(diagnosed, tmp_path, c
     run(cfg, out_dir=out)
     assert not (out / "default" / "diagnostics.jsonl").exists()
     assert cli.main(["diagnose", str(out)]) == 0
-    assert "diagnosed 1 trial(s)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "diagnosed 1 trial(s)" in printed
+    # the one trial is its variant's boundary (solved or not at gap 6): named as such
+    assert "boundary: lstm at gap 6 (" in printed
+    why = (out / "report.md").read_text().split("## Why: at each variant's boundary")[1]
+    assert "- lstm at gap 6 (" in why and "at step 40, " in why  # init and last checkpoint
     post = _lines(out / "default" / "diagnostics.jsonl")
     during = _lines(diagnosed / "cell-lstm" / "diagnostics.jsonl")
     assert [(d["step"], d["seed"]) for d in post] == [(0, 0), (0, 1), (40, 0), (40, 1)]
@@ -119,6 +124,10 @@ def test_diagnostics_lines_equal_the_library_per_seed(diagnosed):
             np.testing.assert_allclose(got["gradient_flow"]["log10_gain"], flow["log10_gain"],
                                        atol=6e-5)  # written rounded to 4 decimals
             assert got["gates"].keys() == gates.keys()
+            # the lags of the documented batch (the task's rule is pinned by
+            # test_dependency_lags.py): adding's marker distances, all within the sequence
+            assert got["dependency_lags"] == [int(v) for v in trainer.task.dependency_lags(batch)]
+            assert all(0 < v < batch.inputs.shape[1] for v in got["dependency_lags"])
             for name, stats in gates["gates"].items():
                 for k, v in stats.items():
                     np.testing.assert_allclose(got["gates"]["gates"][name][k], v, rtol=1e-5)
@@ -130,11 +139,11 @@ def test_load_diagnostics_is_the_jsonl_lines_as_tidy_frames(diagnosed):
 
     d = load_diagnostics(diagnosed)
     lead = ["trial", "variant", "cell", "length", "seed", "step"]
-    assert list(d.gradient_flow.columns) == [*lead, "lag", "log10_gain"]
+    assert list(d.gradient_flow.columns) == [*lead, "lag", "log10_gain", "dependency_lag"]
     assert list(d.gates.columns) == [*lead, "gate", "mean", "frac_low", "frac_high",
                                      "saturation"]
-    assert list(d.timescales.columns) == [*lead, "keep_gate", "tau_q25", "tau_median",
-                                          "tau_q75"]
+    assert list(d.timescales.columns) == [*lead, "keep_gate", "tau_q10", "tau_q25",
+                                          "tau_median", "tau_q75", "tau_q90"]
     for trial in ("cell-rnn", "cell-lstm"):
         lines = _lines(diagnosed / trial / "diagnostics.jsonl")
         flow = d.gradient_flow[d.gradient_flow["trial"] == trial]
@@ -143,6 +152,8 @@ def test_load_diagnostics_is_the_jsonl_lines_as_tidy_frames(diagnosed):
             mine = flow[(flow["seed"] == ln["seed"]) & (flow["step"] == ln["step"])]
             assert list(mine["lag"]) == ln["gradient_flow"]["lag"]
             assert list(mine["log10_gain"]) == pytest.approx(ln["gradient_flow"]["log10_gain"])
+            assert set(mine["dependency_lag"]) == {sorted(ln["dependency_lags"])[
+                round(0.5 * (len(ln["dependency_lags"]) - 1))]}
             gates = d.gates[(d.gates["trial"] == trial) & (d.gates["seed"] == ln["seed"])
                             & (d.gates["step"] == ln["step"])]
             want = ln["gates"]["gates"]
@@ -158,4 +169,5 @@ def test_load_diagnostics_is_the_jsonl_lines_as_tidy_frames(diagnosed):
             assert set(taus["keep_gate"]) == {"f"} and len(taus) == len(lines)
             first = lines[0]["gates"]["timescale"]
             row = taus[(taus["seed"] == lines[0]["seed"]) & (taus["step"] == lines[0]["step"])]
-            assert row["tau_median"].item() == pytest.approx(first["median"])
+            for q in ("q10", "q25", "median", "q75", "q90"):
+                assert row[f"tau_{q}"].item() == pytest.approx(first[q])

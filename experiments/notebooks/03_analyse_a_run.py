@@ -165,8 +165,9 @@ plt.show()
 # `load_diagnostics` reads every trial's `diagnostics.jsonl` (one line per recorded step and
 # seed) into three tidy frames: `gradient_flow` has one row per lag $k$ with `log10_gain`, the
 # log10 of the gain of $\partial s_T / \partial s_{T-k}$ on a fixed batch of the trial's task
-# (as `lj.diagnostics.gradient_flow`); `gates` one row per gate with its mean and saturation;
-# `timescales` the quartiles of the keep gate's memory time-scale $\tau = -1/\ln f$ in steps
+# (as `lj.diagnostics.gradient_flow`) and `dependency_lag`, the median lag the task needs
+# bridged on that batch; `gates` one row per gate with its mean and saturation; `timescales`
+# the 10/25/50/75/90 % quantiles of the keep gate's memory time-scale $\tau = -1/\ln f$ in steps
 # (as `lj.diagnostics.gate_stats`; no rows for the gateless RNN). Below: the gain across the
 # gap at initialisation (dashed) and at the last recorded step (solid), averaged over seeds.
 

@@ -2,13 +2,18 @@
 at initialisation and every ``diagnostics.every`` steps, written to ``<trial>/diagnostics.jsonl``
 (one line per evaluation step and seed), and post hoc from the checkpoints of a finished run
 (``lstmjax diagnose RUN_DIR``: it adds the steps a trial lacks -- at initialisation and at the
-newest checkpoint -- and keeps every recorded line).
+newest checkpoint -- and keeps every recorded line; each variant's boundary probes first).
 
 What is measured (:mod:`lstmjax.diagnostics`): the first layer's cell (forward direction) on a
 fixed batch of the trial's task -- ``diagnostics.batch_size`` sequences drawn from
 ``fold_in(PRNGKey(seed), 3)`` -- so every evaluation of a seed sees the same sequences:
-``gradient_flow`` (log10 gain of ∂h_T/∂h_{T-k} against the lag k) and ``gate_stats`` (gate
-means, saturation, the keep gate's memory time-scale τ).
+``gradient_flow`` (log10 gain of ∂h_T/∂h_{T-k} against the lag k), ``gate_stats`` (gate
+means, saturation, the quantiles of the keep gate's memory time-scale τ) and the batch's
+``dependency_lags`` (``task.dependency_lags``: per sequence, how far back the information its
+output needs lies; lines written before they were recorded lack the key).
+
+Where the report looks (:mod:`lstmjax.experiment.why`): at each variant's boundary probes, its
+largest solved and smallest unsolved gap. ``diagnose_run`` does those first and names them.
 """
 
 from __future__ import annotations
@@ -56,7 +61,8 @@ class Diagnoser:
             lambda args: self._one(*args), (params_S, keys_S)))
 
     def _one(self, params, key):
-        """One seed's (GradientFlow, GateStats) on its batch drawn from ``fold_in(key, 3)``."""
+        """One seed's (GradientFlow, GateStats, dependency lags [B]) on its batch drawn from
+        ``fold_in(key, 3)``."""
         import jax
 
         from lstmjax import diagnostics
@@ -65,7 +71,7 @@ class Diagnoser:
         g = diagnostics.gradient_flow(self.cell, params, batch.inputs, seq_lengths=batch.lengths,
                                       num_probes=self.num_probes, key=key)
         s = diagnostics.gate_stats(self.cell, params, batch.inputs, seq_lengths=batch.lengths)
-        return g, s
+        return g, s, self.task.dependency_lags(batch)
 
     def due(self, before: int, after: int) -> bool:
         """Whether a diagnostics step lies in ``(before, after]`` (always at step 0)."""
@@ -76,13 +82,15 @@ class Diagnoser:
     def lines(self, state, step: int) -> list[dict]:
         import jax
 
-        flows, stats = jax.device_get(self._compute(state.params["rnn"][0][0], self.keys_S))
+        flows, stats, lags = jax.device_get(
+            self._compute(state.params["rnn"][0][0], self.keys_S))
         out = []
         for i, seed in enumerate(self.seeds):
             flow = jax.tree.map(lambda x, i=i: x[i], flows).to_dict()
             flow["log10_gain"] = [None if v is None else round(v, 4) for v in flow["log10_gain"]]
             gates = jax.tree.map(lambda x, i=i: x[i], stats).to_dict()
-            out.append({"step": step, "seed": seed, "gradient_flow": flow, "gates": gates})
+            out.append({"step": step, "seed": seed, "gradient_flow": flow, "gates": gates,
+                        "dependency_lags": [int(v) for v in lags[i]]})
         return out
 
 
@@ -97,12 +105,21 @@ def diagnose_run(run_dir: str | os.PathLike, progress: str | Reporter | None = N
     (with its lines in step order) as soon as its trial is done, so an interrupt loses at most
     the trial in progress. ``progress`` (a mode of :func:`make_reporter` or a
     :class:`Reporter`, default ``none``) gets one line per trial. Returns
-    ``{"trials": [names], "skipped": [messages], "new_lines": int}``."""
-    from lstmjax.experiment import search
+    ``{"trials": [names], "skipped": [messages], "new_lines": int, "boundary": [probes]}``.
+
+    The report's why-section looks at each variant's boundary probes (its largest solved and
+    smallest unsolved gap, :func:`lstmjax.experiment.why.boundary_probes`): they are diagnosed
+    first, and ``boundary`` names them (``"rnn at gap 8 (solved): cell-rnn-length-8"``)."""
+    from lstmjax.experiment import search, why
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
-    trials = search.replay(cfg, run_dir).trials  # (an unfinished one is skipped below)
+    found = search.replay(cfg, run_dir)  # (an unfinished trial is skipped below)
+    probes = why.boundary_probes(
+        [{"name": t.name, "variant": t.variant, "gap": t.gap, "summary": s}
+         for t, s, _ in found.entries], found.extra.get("frontier"))
+    first = {p.trial["name"] for p in probes}
+    trials = sorted(found.trials, key=lambda t: t.name not in first)  # stable: boundary first
     reporter = progress if isinstance(progress, Reporter) else make_reporter(progress or "none")
     done, skipped, added = [], [], 0
     try:
@@ -123,7 +140,8 @@ def diagnose_run(run_dir: str | os.PathLike, progress: str | Reporter | None = N
     finally:
         if not isinstance(progress, Reporter):
             reporter.close()
-    return {"trials": done, "skipped": skipped, "new_lines": added}
+    boundary = [f"{p.variant} at gap {p.gap} ({p.role}): {p.trial['name']}" for p in probes]
+    return {"trials": done, "skipped": skipped, "new_lines": added, "boundary": boundary}
 
 
 def _diagnose_trial(tdir: Path, trial) -> str | tuple[int, bool]:

@@ -11,7 +11,9 @@ solve and final loss are in :mod:`lstmjax.experiment.summary`. A run, or a gap f
 search, that has not finished is called incomplete in the finding (``frontier.csv``: the
 ``complete`` column), with the command that resumes it; nothing beyond its finished trials is
 claimed. The plots draw at most :data:`MAX_VARIANTS` variants (the best), with all of them in
-``plots/all_variants.png``; the tables always list every trial.
+``plots/all_variants.png``; the tables always list every trial. The "Why" section and the
+why-plots (``gradient_flow.png``, ``gates.png``) read the diagnostics at each variant's own
+boundary, its largest solved and smallest unsolved gap (:mod:`lstmjax.experiment.why`).
 
 Calling the module, ``lj.experiment.report(run_dir)``, is a deprecated alias of
 :func:`write_report`.
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from lstmjax._io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
-from lstmjax.experiment import leaderboard, outcome, search
+from lstmjax.experiment import leaderboard, outcome, search, why
 from lstmjax.experiment.effective import option_notes, settings_rows
 from lstmjax.experiment.outcome import OUTCOMES
 from lstmjax.experiment.rundir import (
@@ -484,6 +486,7 @@ def _collect(run_dir: Path, cfg=None, trials=None):
             "damaged": damaged,
             "failed": None if summary is not None else read_failure(tdir),
             "diagnostics": read_diagnostics(tdir / DIAGNOSTICS_FILE) if summary else [],
+            "config": trial.cfg,
         })
     return cfg, out, found
 
@@ -650,6 +653,8 @@ def _markdown(cfg, trials, table: str, plot_paths: list[Path], run_dir: Path,
             "seeds · median accuracy; **bold** = the training gap.\n",
             generalisation,
         ]
+    done = [t for t in trials if t["summary"] is not None]
+    parts += why.section(done, frontier_rows, _ranked_variants(done, frontier_rows)[:MAX_VARIANTS])
     damaged = [t["damaged"] for t in trials if t["damaged"]]
     if damaged:
         parts.append("## Damaged trials (left out)\n")
@@ -859,13 +864,13 @@ def _plots(run_dir: Path, trials: list[dict], cfg, frontier_rows=None, fc=None) 
     if _solve_steps(few):
         paths.append(plots / PLOTS[7])
         _save(_steps_plot(few, cfg), paths[-1])
-    chosen = _diagnosed(few)
-    if chosen:
+    chosen = why.diagnosed(why.boundary_probes(few, frontier_rows, ranked[:MAX_VARIANTS]))
+    if chosen:  # the why-plots: at each variant's own boundary (lstmjax.experiment.why)
         paths.append(plots / PLOTS[3])
-        _save(_gradient_flow_plot(chosen, cfg), paths[-1])
-        if any(_gate_series(t) for t in chosen):
+        _save(why.gradient_flow_plot(chosen, cfg), paths[-1])
+        if why.has_gates(chosen):
             paths.append(plots / PLOTS[4])
-            _save(_gates_plot(chosen, cfg), paths[-1])
+            _save(why.gates_plot(chosen, cfg), paths[-1])
     paths += leaderboard.plots(plots, done, cfg)  # a search: objective vs each parameter
     summary = plots / SUMMARY_PLOT
     if len(ranked) > MAX_VARIANTS:
@@ -987,112 +992,6 @@ def _all_variants_plot(trials: list[dict], cfg, shown: set[str]):
     right.grid(alpha=0.3)
     fig.suptitle(f"{cfg.name}: all {variants} variants, {len(trials)} finished trials "
                  f"({cfg.task.name})")
-    return fig
-
-
-def _diagnosed(trials: list[dict]) -> list[dict]:
-    """Per variant, the trial with diagnostics at the largest gap all diagnosed variants share
-    (else each variant's largest diagnosed gap)."""
-    with_diag = [t for t in trials if t["diagnostics"]]
-    variants = list(dict.fromkeys(t["variant"] for t in with_diag))
-    if not variants:
-        return []
-    gaps = [{t["gap"] for t in with_diag if t["variant"] == v} for v in variants]
-    common = set.intersection(*gaps)
-    out = []
-    for v, own in zip(variants, gaps, strict=True):
-        gap = max(common) if common else max(own)
-        out.append(next(t for t in with_diag if t["variant"] == v and t["gap"] == gap))
-    return out
-
-
-def _median_curve(lines: list[dict]) -> tuple[list, list]:
-    """(lag, median log10 gain over seeds) of diagnostics lines of one step."""
-    import numpy as np
-
-    gains = [[np.nan if v is None else v for v in ln["gradient_flow"]["log10_gain"]]
-             for ln in lines]
-    lag = lines[0]["gradient_flow"]["lag"]
-    with np.errstate(all="ignore"):
-        med = np.nanmedian(np.array(gains, float), axis=0) if gains else []
-    return lag, list(med)
-
-
-def _gradient_flow_plot(trials: list[dict], cfg):
-    fig = _figure(6.8, 4.4)
-    ax = fig.add_subplot()
-    for i, t in enumerate(trials):
-        steps = sorted({d["step"] for d in t["diagnostics"]})
-        color = f"C{i % 10}"
-        for step, style in ((steps[0], "--"), (steps[-1], "-")):
-            lag, gain = _median_curve([d for d in t["diagnostics"] if d["step"] == step])
-            label = f"{t['variant']} (gap {t['gap']}), step {step}"
-            ax.plot(lag, gain, ls=style, color=color, lw=1.4, label=label)
-    ax.set_xlabel("lag k (steps back from the last step)")
-    ax.set_ylabel("log10 gain of ∂h_T/∂h_(T-k)  (median over seeds)")
-    ax.set_title(f"{cfg.name}: gradient flow (dashed: initialisation, solid: end)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="x-small")
-    return fig
-
-
-def _gate_series(t: dict) -> dict[str, tuple[list, list]]:
-    """{quantity: (steps, median over seeds)} of the keep gate of a trial's diagnostics."""
-    import statistics
-
-    by_step: dict[int, list] = {}
-    for d in t["diagnostics"]:
-        gates = d.get("gates") or {}
-        keep = gates.get("keep_gate")
-        if not keep or not gates.get("gates"):
-            continue
-        name = keep.removeprefix("1-")
-        g = gates["gates"].get(name)
-        tau = (gates.get("timescale") or {}).get("median")
-        if g is None:
-            continue
-        if keep.startswith("1-"):  # keep = 1 - g: its mean is 1 - mean g, high when g is low
-            mean, high = 1.0 - g["mean"], g["frac_low"]
-        else:
-            mean, high = g["mean"], g["frac_high"]
-        by_step.setdefault(d["step"], []).append((mean, high, tau))
-    if not by_step:
-        return {}
-    steps = sorted(by_step)
-    out = {}
-    for j, key in enumerate(("mean", "frac_high", "tau")):
-        vals = []
-        for s in steps:
-            xs = [v[j] for v in by_step[s] if v[j] is not None]
-            vals.append(statistics.median(xs) if xs else float("nan"))
-        out[key] = (steps, vals)
-    return out
-
-
-def _gates_plot(trials: list[dict], cfg):
-    fig = _figure(12.0, 3.6)
-    axes = fig.subplots(1, 3)
-    titles = ("keep gate mean", "keep gate saturated (> 0.95)", "memory time-scale τ (median)")
-    for i, t in enumerate(trials):
-        series = _gate_series(t)
-        if not series:
-            continue
-        keep = next(d["gates"]["keep_gate"] for d in t["diagnostics"] if d["gates"]["keep_gate"])
-        for ax, key in zip(axes, ("mean", "frac_high", "tau"), strict=True):
-            steps, vals = series[key]
-            ax.plot(steps, vals, marker="o", ms=3, color=f"C{i % 10}",
-                    label=f"{t['variant']} ({keep}, gap {t['gap']})")
-    for ax, title in zip(axes, titles, strict=True):
-        ax.set_title(title, fontsize="medium")
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes[2].set_yscale("log")
-    from matplotlib.ticker import FuncFormatter
-
-    axes[2].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axes[2].yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axes[0].legend(fontsize="x-small")
-    fig.suptitle(f"{cfg.name}: how the cells use their keep gate (median over seeds)")
     return fig
 
 

@@ -94,7 +94,7 @@ class Diagnostics(NamedTuple):
 
     gradient_flow: Any  # one row per (trial, seed, step, lag): log10_gain
     gates: Any  # one row per (trial, seed, step, gate): mean, frac_low, frac_high, saturation
-    timescales: Any  # one row per (trial, seed, step): keep_gate, tau_q25, tau_median, tau_q75
+    timescales: Any  # one row per (trial, seed, step): keep_gate, tau_q10, ..., tau_q90
 
 
 def load_diagnostics(run_dir: str | os.PathLike, *, config: bool = False) -> Diagnostics:
@@ -102,11 +102,15 @@ def load_diagnostics(run_dir: str | os.PathLike, *, config: bool = False) -> Dia
     variant, cell, length``, the swept keys, ``seed, step``:
 
     * ``gradient_flow``: ``lag, log10_gain`` -- log10 of the gain of ds_T/ds_{T-lag}
-      (:func:`lstmjax.diagnostics.gradient_flow`), one row per lag;
+      (:func:`lstmjax.diagnostics.gradient_flow`), one row per lag -- and
+      ``dependency_lag``, the median of ``task.dependency_lags`` over the line's batch (how
+      far back the information the output needs lies; NA in lines that did not record it);
     * ``gates``: ``gate, mean, frac_low, frac_high, saturation`` (= frac_low + frac_high, the
       fraction of gate values below ``low`` or above ``high``), one row per gate;
     * ``timescales``: ``keep_gate`` (the gate that keeps memory, e.g. ``f`` or ``1-z``) and the
-      quartiles of its memory time-scale tau = -1/ln(keep), in steps.
+      10/25/50/75/90 % quantiles of its memory time-scale tau = -1/ln(keep), in steps
+      (``tau_q10``, ``tau_q25``, ``tau_median``, ``tau_q75``, ``tau_q90``; the deciles are NA
+      in lines written before they were recorded).
 
     ``config``: the trial's flattened config as further columns. A damaged line ends that
     trial's records with a warning (what came before it is kept)."""
@@ -119,8 +123,10 @@ def load_diagnostics(run_dir: str | os.PathLike, *, config: bool = False) -> Dia
         for line in read_diagnostics(run_dir / t["name"] / DIAGNOSTICS_FILE):
             at = {**heads[t["name"]], "seed": line["seed"], "step": line["step"]}
             gf = line.get("gradient_flow") or {}
+            needed = _median_lag(line.get("dependency_lags"))
             for lag, gain in zip(gf.get("lag") or [], gf.get("log10_gain") or [], strict=False):
-                flow.append({**at, "lag": lag, "log10_gain": _number(gain)})
+                flow.append({**at, "lag": lag, "log10_gain": _number(gain),
+                             "dependency_lag": needed})
             stats = line.get("gates") or {}
             for gate, g in (stats.get("gates") or {}).items():
                 low, high = _number(g.get("frac_low")), _number(g.get("frac_high"))
@@ -129,17 +135,29 @@ def load_diagnostics(run_dir: str | os.PathLike, *, config: bool = False) -> Dia
             if stats.get("keep_gate") is not None:
                 tau = stats.get("timescale") or {}
                 taus.append({**at, "keep_gate": stats["keep_gate"],
-                             **{f"tau_{q}": _number(tau.get(q)) for q in ("q25", "median", "q75")}})
+                             **{f"tau_{q}": _number(tau.get(q)) for q in _TAU}})
 
     def frame(rows: list[dict], own: list[str]):
         df = pd.DataFrame.from_records(rows, columns=[*lead, "seed", "step", *own, *extra])
         return df.astype({"seed": "int64", "step": "int64"}) if rows else df
 
     return Diagnostics(
-        frame(flow, ["lag", "log10_gain"]),
+        frame(flow, ["lag", "log10_gain", "dependency_lag"]),
         frame(gates, ["gate", "mean", "frac_low", "frac_high", "saturation"]),
-        frame(taus, ["keep_gate", "tau_q25", "tau_median", "tau_q75"]),
+        frame(taus, ["keep_gate", *(f"tau_{q}" for q in _TAU)]),
     )
+
+
+_TAU = ("q10", "q25", "median", "q75", "q90")
+
+
+def _median_lag(lags) -> Any:
+    """The median (nearest rank, as :mod:`lstmjax.experiment.why`) of a line's dependency lags;
+    None when the line has none."""
+    if not lags:
+        return None
+    ranked = sorted(lags)
+    return ranked[round(0.5 * (len(ranked) - 1))]
 
 
 def _heads(run_dir: Path, columns: list[str], trials: list[dict], config: bool):
