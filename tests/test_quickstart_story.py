@@ -34,3 +34,10 @@ def test_quickstart_rnn_breaks_before_the_gated_cells(tmp_path):
     assert largest["lstm"] is not None and largest["lstm"] > rnn
     assert largest["gru"] is not None and largest["gru"] > rnn
     assert "largest gap solved" in proc.stdout  # the frontier table, printed
+    # the rnn's boundary is classified by evidence, and the Finding says it in those words
+    boundary = {r["variant"]: r["boundary"] for r in rows}
+    assert boundary["rnn"] in ("stuck", "budget_limited")
+    word = {"stuck": "is stuck at", "budget_limited": "budget-limited"}[boundary["rnn"]]
+    assert word in proc.stdout
+    for cell in ("lstm", "gru"):
+        assert boundary[cell] in ("stuck", "budget_limited", "not_reached")
