@@ -30,7 +30,8 @@ Words follow from those numbers, with these thresholds:
 * τ against ``L``: median τ >= ``L``: "the typical gate value keeps information across the
   whole lag"; else 90 % τ >= ``L``: "only the upper tail keeps information across the lag";
   else "even τ's 90 % quantile is below the lag: the gates forget before the output needs
-  the information".
+  the information" -- or, at a solved probe (which bridged the lag all the same), "fewer than
+  10 % of the gate values keep information that long, so a few units carry it".
 
 Plots: ``gradient_flow.png`` (per variant, log10 gain against the lag at initialisation and
 after training, median over seeds, the seeds' range shaded, ``L`` marked) and ``gates.png``
@@ -221,13 +222,17 @@ def _gain_words(g: float) -> str:
     return "the gradient grows more than 10-fold over the lag (exploding)"
 
 
-def _tau_words(tau: dict, lag: int) -> str:
+def _tau_words(tau: dict, lag: int, solved: bool = False) -> str:
     top = tau["band"].split("–")[1]  # "90 %" (or "75 %" for old lines)
     if tau["median"] >= lag:
         return "the typical gate value keeps information across the whole lag"
     if tau["hi"] >= lag:
         return (f"only the upper tail keeps information across the lag (τ's median is below "
                 f"it, its {top} quantile above)")
+    if solved:  # it bridged the lag all the same: with gate values beyond these quantiles
+        rest = top.replace(" %", "")
+        return (f"even τ's {top} quantile is below the lag: fewer than {100 - int(rest)} % of "
+                "the gate values keep information that long, so a few units carry it")
     return (f"even τ's {top} quantile is below the lag: the gates forget before the output "
             "needs the information")
 
@@ -266,7 +271,7 @@ def probe_sentence(probe: Probe, numbers: dict | None) -> str:
     if tau is not None and lag is not None:
         parts.append(f"keep gate {n['keep_gate']}: τ median {_fmt_tau(tau['median'])} steps "
                      f"({tau['band']}: {_fmt_tau(tau['lo'])}–{_fmt_tau(tau['hi'])}) vs the lag "
-                     f"{lag['median']}: {_tau_words(tau, lag['median'])}")
+                     f"{lag['median']}: {_tau_words(tau, lag['median'], probe.role == 'solved')}")
     return f"{head}: " + "; ".join(parts) + "."
 
 
