@@ -136,6 +136,19 @@ def test_leaderboard_order_equals_an_independent_sort_of_results_csv(random_run)
     assert "rank" not in header and header[:16] == lj.experiment.report.RESULT_COLUMNS
 
 
+def test_a_searchs_finding_names_its_best_trial_not_a_gap_per_trial(random_run):
+    cfg, out, result = random_run
+    finding = result["report"]["finding"]
+    best = _oracle_order(out / "results.csv")[0]
+    with open(out / "results.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["trial"] == best]
+    loss = statistics.median(float(r["final_loss"]) for r in rows if r["diverged"] == "False")
+    assert "search's best trial is" in finding and f"median_final_loss {loss:.4g}" in finding
+    assert "5 of 5 trials finished" in finding and "fails at" not in finding
+    for key in result["trials"][0]["values"]:  # named by its values
+        assert f"{key.rsplit('.', 1)[-1]}=" in finding
+
+
 def test_random_search_without_objective_ranks_by_solved_fraction():
     cfg = _cfg({"method": "random", "num_trials": 2, **SPACE})
     space = leaderboard.objective_of(cfg)

@@ -34,7 +34,7 @@ from lstmjax.experiment.stats import wilson_interval
 from lstmjax.experiment.sweep import format_value, group_label
 
 __all__ = ["applies", "objective_of", "ranked", "rows", "markdown", "parameter_figure",
-           "plots", "PLOTS", "DEFAULT_OBJECTIVE"]
+           "plots", "finding", "PLOTS", "DEFAULT_OBJECTIVE"]
 
 DEFAULT_OBJECTIVE = "solved_fraction"  # a random search without sweep.objective
 PLOTS = ("objective_vs_parameters.png",)
@@ -92,6 +92,30 @@ def rows(cfg, trials: list[dict]) -> list[dict]:
     return [{"rank": e.rank, "trial": e.trial["name"], "objective": space.objective,
              "value": e.value, "status": "complete" if e.pruned_at is None else "pruned",
              "values": dict(e.trial["values"])} for e in ranked(cfg, trials)]
+
+
+def finding(cfg, trials: list[dict]) -> str:
+    """A search's one-sentence finding: its best trial's values and objective, how many trials
+    finished (pruned among them) and, for the gap question, how many seeds solved the task."""
+    space = objective_of(cfg)
+    board = ranked(cfg, trials)
+    done = sum(t["summary"] is not None for t in trials)
+    if not board:
+        return "No trial of the search has finished yet."
+    best = board[0]
+    s = best.trial["summary"]
+    values = ", ".join(f"{k.rsplit('.', 1)[-1]}={_value(v)}"
+                       for k, v in best.trial["values"].items())
+    pruned = sum(e.pruned_at is not None for e in board)
+    solved = sum(e.trial["summary"].solved_seeds for e in board)
+    seeds = sum(len(e.trial["summary"].per_seed) for e in board)
+    count = (f"{done} of {len(trials)} trials finished" + (f", {pruned} pruned" if pruned else ""))
+    gap = (f"no seed of any trial solved {cfg.task.name} at {cfg.task.length}" if not solved
+           else f"{solved} of {seeds} seeds over all trials solved {cfg.task.name}")
+    return (f"On {cfg.task.name} (length {s.length}), the {cfg.search.method} search's best "
+            f"trial is {values}: {space.objective} {_number(best.value)} ({space.direction}; "
+            f"{s.solved_seeds}/{len(s.per_seed)} seeds solved, 95% CI {_interval(s)}); "
+            f"{count}; {gap}.")
 
 
 def markdown(cfg, trials: list[dict], plot_paths: list[Path], run_dir: Path) -> list[str]:

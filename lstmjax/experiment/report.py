@@ -115,9 +115,10 @@ def write_report(
                       else _existing_plots(dest))
         table = headline_table(trials)
         found_text = finding(cfg, trials, frontier_rows, run_dir, fc)
+        held = (tuple(e[0] for e in found.entries) if leaderboard.applies(cfg)
+                else found.sweep)  # a search's settings: of the trials it made
         atomic_write_text(dest / REPORT_FILE, _markdown(cfg, trials, table, plot_paths, dest,
-                                                        frontier_rows, found_text, fc,
-                                                        found.sweep))
+                                                        frontier_rows, found_text, fc, held))
     except OSError as e:
         raise RunError(
             f"{dest}: cannot write the report ({e.strerror or e}); "
@@ -235,6 +236,11 @@ def finding(cfg, trials: list[dict], frontier_rows: list[dict] | None,
     says so ("incomplete", with the command that resumes it, for ``run_dir``) and claims
     nothing beyond what its finished trials show. ``fc``: a frontier's settings, with its
     rows."""
+    if leaderboard.applies(cfg):  # a random or optuna search: its best trial, not a gap
+        text = leaderboard.finding(cfg, trials)
+        if any(t["summary"] is None for t in trials):
+            text += f" The run is incomplete; resume with {_resume_command(run_dir)}."
+        return text
     bounds = {r["variant"]: r for r in frontier_rows or ()}
     if frontier_rows is not None:
         per = {r["variant"]: (r["largest_solved"], r["smallest_unsolved"]) for r in frontier_rows}
