@@ -112,7 +112,9 @@ def finding(cfg, trials: list[dict]) -> str:
     count = (f"{done} of {len(trials)} trials finished" + (f", {pruned} pruned" if pruned else ""))
     gap = (f"no seed of any trial solved {cfg.task.name} at {cfg.task.length}" if not solved
            else f"{solved} of {seeds} seeds over all trials solved {cfg.task.name}")
-    return (f"On {cfg.task.name} (length {s.length}), the {cfg.search.method} search's best "
+    from lstmjax.experiment.search import kind
+
+    return (f"On {cfg.task.name} (length {s.length}), the {kind(cfg)} search's best "
             f"trial is {values}: {space.objective} {_number(best.value)} ({space.direction}; "
             f"{s.solved_seeds}/{len(s.per_seed)} seeds solved, 95% CI {_interval(s)}); "
             f"{count}; {gap}.")
