@@ -76,6 +76,9 @@ Defaults shown; only ``task.name`` is required::
       factor: 2.0              # grow by this factor until a probe is unsolved ...
       resolution: 0.1          # ... then bisect until the bracket is this narrow (relative)
       min_solved: 0.5          # a probe is solved when this fraction of its seeds solve it
+      shared_program: false    # true: every gap trains in one program per variant, compiled
+                               # for max (tasks that draw traced lengths; equal to float
+                               # tolerance; short gaps pay for the padding)
     diagnostics: null          # gradient flow and gate statistics (diagnostics.jsonl); when
                                # given:
       every: 500               # steps (at the next chunk boundary), and at step 0
@@ -353,6 +356,7 @@ class FrontierConfig(_Section):
     factor: float = Field(2.0, gt=1.0, le=100.0)
     resolution: float = Field(0.1, gt=0.0, le=10.0)
     min_solved: float = Field(0.5, gt=0.0, le=1.0)
+    shared_program: bool = False  # lstmjax.experiment.gap_programs
 
     @model_validator(mode="after")
     def _start_below_max(self):

@@ -31,6 +31,9 @@ Elman RNN/IRNN and IndRNN with any activation; any batch shape, masks, resets,
 ``return_carries``; one float dtype shared by ``xp``, the carry and the recurrent params;
 T >= 1; subclasses that override ``recur`` or ``initial_carry`` fall back.
 
+Masked loops (``seq_lengths``) stop after the batch's last valid step (a dynamic trip count),
+so padding a batch into a longer buffer costs no loop steps (:mod:`._engine`).
+
 Limits: reverse-mode only (``jax.custom_vjp``: ``jax.jvp``/``jacfwd`` through a fast
 loop raise a ``TypeError`` naming the switch); for forward-mode pass ``fast=False`` to
 ``lj.scan``/``lj.RNN`` (or call ``cell.reference_recur_scan(...)``).
