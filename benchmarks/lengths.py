@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     lengths = [int(x) for x in a.lengths.split(",")]
     from lstmjax.train import make_trainer
 
-    shared_ok = make_trainer(config("lstm", 8)).chunk_at is not None
+    shared_ok = getattr(make_trainer(config("lstm", 8)), "chunk_at", None) is not None
     buffers = [int(x) for x in a.buffers.split(",") if x] if shared_ok else []
     print(f"jax {jax.__version__}; shared programs: {'yes' if shared_ok else 'no (old lstmjax)'}")
     print("| cell | gap | program | compile s | chunk ms (median) | min | x own |")

@@ -227,19 +227,14 @@ def test_mixed_dtypes_fall_back():
 INFERENCE_FAMILIES = ["lstm", "peephole", "gru", "rnn", "ln_lstm", "indrnn"]
 
 
-def _primal_stacked_outputs(fn, *args, T=5):
-    """Per-step outputs stacked by each loop in the custom-VJP primal of ``fn``'s program: a
-    scan's stacked outputs, or the ``[T, ...]`` buffers a while loop (the masked loop whose trip
-    count is the last valid step) carries."""
+def _primal_stacked_outputs(fn, *args):
+    """Per-step outputs stacked by each scan in the custom-VJP primal of ``fn``'s program."""
     counts = []
     for eqn in jax.make_jaxpr(fn)(*args).jaxpr.eqns:
         if eqn.primitive.name == "custom_vjp_call":
             inner = eqn.params["call_jaxpr"].jaxpr
-            for e in inner.eqns:
-                if e.primitive.name == "scan":
-                    counts.append(len(e.outvars) - e.params["num_carry"])
-                elif e.primitive.name == "while":
-                    counts.append(sum(v.aval.shape[:1] == (T,) for v in e.outvars))
+            counts += [len(e.outvars) - e.params["num_carry"] for e in inner.eqns
+                       if e.primitive.name == "scan"]
     return counts
 
 

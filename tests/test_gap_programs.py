@@ -20,6 +20,7 @@ from lstmjax.experiment.job import compile_job
 from lstmjax.experiment.schedule import Job
 from lstmjax.experiment.search.frontier import probe
 from lstmjax.experiment.sweep import expand
+from lstmjax.fast import stop_at_last_valid
 
 
 @pytest.mark.parametrize("name, buffer, lengths", [
@@ -55,6 +56,34 @@ def test_a_task_without_traced_lengths_refuses_sample_at():
         task.sample_at(jax.random.PRNGKey(0), 2, 5)
 
 
+@pytest.mark.parametrize("name", ["lstm", "peephole", "cifg", "gru", "ln_lstm", "rnn",
+                                  "indrnn"])
+def test_loop_stopping_at_the_last_valid_step_equals_the_reference_loop(name, x64):
+    """Inside ``stop_at_last_valid`` the masked fast loop (dynamic trip count, parameter
+    gradients summed over blocks of steps) has the reference loop's outputs, final carry and
+    gradients (autodiff through ``lax.scan`` over every step: an independent oracle) to 1e-10
+    in float64: lengths 0, partial and full, a buffer whose tail no sequence reaches, a trip
+    count over several gradient blocks."""
+    cell = dataclasses.replace(lj.cells.make(name, 5), dtype="float64")
+    params = cell.init(jax.random.PRNGKey(0), 3)
+    T = 80  # > 2 blocks of fast._engine._GRAD_ROWS steps
+    xs = jax.random.normal(jax.random.PRNGKey(1), (4, T, 3), jnp.float64)
+    lengths = jnp.asarray([0, 70, 33, 1])  # the last 10 steps: padding for every sequence
+
+    def loss(p, fast):
+        ys, carry = lj.scan(cell, p, xs, seq_lengths=lengths, fast=fast)
+        weights = jnp.cos(jnp.arange(T, dtype=jnp.float64))[:, None]
+        return jnp.sum(ys * weights) + sum(jnp.sum(c ** 2) for c in jax.tree.leaves(carry))
+
+    with stop_at_last_valid():
+        got = jax.jit(jax.value_and_grad(lambda p: loss(p, True)))(params)
+        jaxpr = str(jax.make_jaxpr(jax.grad(lambda p: loss(p, True)))(params))
+    want = jax.value_and_grad(lambda p: loss(p, False))(params)
+    assert "while" in jaxpr and " scan[" not in jaxpr  # the stopping loops ran, not lax.scan
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
 def test_masked_fast_loop_under_vmap_equals_each_example_alone(name):
     """Vmapped sequences of different lengths (a batched trip count) run to the longest; each
@@ -68,8 +97,9 @@ def test_masked_fast_loop_under_vmap_equals_each_example_alone(name):
         ys, _ = lj.scan(cell, p, x, seq_lengths=n)
         return jnp.sum(ys ** 2 * jnp.arange(1, ys.shape[1] + 1)[:, None]), ys
 
-    got = jax.jit(jax.vmap(jax.value_and_grad(loss, has_aux=True), in_axes=(None, 0, 0)))(
-        params, xs, lengths)
+    with stop_at_last_valid():
+        got = jax.jit(jax.vmap(jax.value_and_grad(loss, has_aux=True), in_axes=(None, 0, 0)))(
+            params, xs, lengths)
     for k in range(3):
         T = int(lengths[k].max())
         want = jax.value_and_grad(loss, has_aux=True)(params, xs[k, :, :T], lengths[k])

@@ -23,7 +23,8 @@ returns every step's carry. The reverse loop propagates only the carry cotangent
 ``dc``) and emits the pre-activation cotangents; nothing is accumulated inside it except
 the reset carry's cotangent when there are resets.
 
-With masks (``valid_T``; no resets, no ``return_carries``, ``unroll=1``) both loops are
+Traced inside :func:`stop_at_last_valid`, with masks (``valid_T``; no resets, no
+``return_carries``, ``unroll=1``) both loops are
 ``fori_loop``s that stop after the last step at which any sequence is valid (past it every
 step only holds the carry and emits zeros), so a batch padded into a longer buffer -- a
 traced length drawn by ``task.sample_at`` -- runs only its own steps; the parameter
@@ -37,6 +38,8 @@ activations) are stacked only by the forward that a gradient runs (``run_fwd``).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 
 import jax
@@ -105,8 +108,32 @@ def _zero_bufs(T, tree_shapes):
     return jax.tree.map(lambda s: jnp.zeros((T, *s.shape), s.dtype), tree_shapes)
 
 
+_STOP_AT_LAST_VALID: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "lstmjax_stop_at_last_valid", default=False)
+
+
+@contextlib.contextmanager
+def stop_at_last_valid():
+    """While tracing inside this context, masked fast loops (``seq_lengths``) stop after the
+    batch's last valid step (a dynamic trip count) instead of scanning every step: for
+    batches padded into a buffer much longer than their lengths (``task.sample_at``). Scoped
+    to the tracing thread; programs traced outside it are unchanged (a plain ``lax.scan``,
+    faster when the batch fills its buffer)."""
+    token = _STOP_AT_LAST_VALID.set(True)
+    try:
+        yield
+    finally:
+        _STOP_AT_LAST_VALID.reset(token)
+
+
+def stops_at_last_valid() -> bool:
+    """Whether :func:`stop_at_last_valid` is active in this thread."""
+    return _STOP_AT_LAST_VALID.get()
+
+
 @functools.lru_cache(maxsize=256)
-def make_scan(kernel, has_valid: bool, has_reset: bool, return_carries: bool, unroll: int):
+def make_scan(kernel, has_valid: bool, has_reset: bool, return_carries: bool, unroll: int,
+              stop_early: bool = False):
     """The custom-VJP loop ``run(P, carry0, reset0, xp_T, valid_T, reset_T)`` for one
     configuration; a reset restores ``reset0`` (None without resets; ``carry0`` for
     ``Cell.recur_scan``'s default).
@@ -119,7 +146,7 @@ def make_scan(kernel, has_valid: bool, has_reset: bool, return_carries: bool, un
 
     # With masks (and no resets or stacked carries) the loops stop after the last step at
     # which any sequence is valid: a batch padded into a longer buffer costs no loop steps.
-    dynamic = has_valid and not has_reset and not return_carries and unroll == 1
+    dynamic = stop_early and has_valid and not has_reset and not return_carries and unroll == 1
 
     def forward_dynamic(P, carry0, xp_T, valid_T, save: bool):
         xs = kernel.prepare(xp_T) if hasattr(kernel, "prepare") else xp_T

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lstmjax.fast import stop_at_last_valid
 from lstmjax.tasks.base import traced_lengths_supported
 from lstmjax.train.model import Model, hashable, make_model
 from lstmjax.train.optim import learning_rate_at, make_optimizer, set_learning_rate
@@ -146,8 +147,9 @@ def make_trainer(cfg, batch_sharding=None) -> Trainer:
 
     def chunk_at(state: TrainState, length) -> tuple[TrainState, dict]:
         length = jnp.asarray(length, jnp.int32)
-        return _chunk(state, lambda k, n: task.sample_at(k, n, length),
-                      lambda k, n: task.sample_eval_at(k, n, length))
+        with stop_at_last_valid():  # the loops run the gap's steps, not the buffer's
+            return _chunk(state, lambda k, n: task.sample_at(k, n, length),
+                          lambda k, n: task.sample_eval_at(k, n, length))
 
     def _chunk(state, sample_fn, sample_eval_fn):
         def step(carry, x):
