@@ -9,7 +9,10 @@ static argument to ``jax.jit``) whose methods are pure functions:
 * ``loss(outputs, batch)`` is the training loss;
 * ``evaluate(outputs, batch)`` returns metrics including the paper's ``solved``;
 * ``dependency_lags(batch)`` says, per sequence, how far back the information its scored
-  outputs need lies (the gap a cell has to bridge).
+  outputs need lies (the gap a cell has to bridge);
+* optionally (``traced_length = True``) ``sample_at(key, batch_size, length)`` draws the batch
+  of gap ``length``, a traced int up to ``self.length``, into ``self.seq_len``-step buffers,
+  bit for bit the draw of the task built at that length (:func:`uniform_rows`).
 
 Shapes (``B`` batch, ``T = task.seq_len``, ``D = task.input_size``,
 ``C = task.output_size``)::
