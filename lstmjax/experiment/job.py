@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 from lstmjax.experiment import loggers
 from lstmjax.experiment.diagnose import Diagnoser
+from lstmjax.experiment.gap_programs import shared_chunk
 from lstmjax.experiment.progress import Reporter
 from lstmjax.experiment.rundir import (
     CHECKPOINT_DIR,
@@ -111,7 +112,9 @@ def compile_job(job: Job, cache: dict | None = None, placement: Placement = DEFA
         abstract = jax.tree.map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract)
     budget = jax.ShapeDtypeStruct((), jax.numpy.int32)
-    return CompiledTrial(trainer, init, chunk.lower(abstract, budget).compile(),
+    # a frontier's gaps share one program (the gap a runtime value): gap_programs
+    shared = shared_chunk(cfg, cache if cache is not None else {}, abstract, placement)
+    return CompiledTrial(trainer, init, shared or chunk.lower(abstract, budget).compile(),
                          time.monotonic() - t0, args)
 
 

@@ -82,6 +82,8 @@ Defaults shown; only ``task.name`` is required::
       min_solved: 0.5          # a probe is solved when this fraction of its seeds solve it
       max_budget: null         # extend an unsolved probe still learning up to these steps
       budget_factor: 2         # each extension multiplies the probe's train.steps by this
+      shared_program: false    # true: one program per variant for all gaps, compiled for max
+                               # (adding tasks; float tolerance; short gaps pay the padding)
     diagnostics: null          # gradient flow and gate statistics (diagnostics.jsonl); when
                                # given:
       every: 500               # steps (at the next chunk boundary), and at step 0
@@ -133,11 +135,9 @@ __all__ = [
 
 # Upper bounds: far above anything that trains on one machine, low enough that arithmetic on
 # them cannot overflow (what fits in memory: lstmjax.experiment.resources).
-MAX_SEED = 2**32  # a seed is a uint32 PRNG key: seeds are integers in [0, 2^32)
-MAX_SEEDS = 4096
+MAX_SEED, MAX_SEEDS = 2**32, 4096  # a seed is a uint32 PRNG key: integers in [0, 2^32)
 MAX_SIZE = 1 << 20  # hidden_size, batch sizes
-MAX_LENGTH = 10_000_000
-MAX_STEPS = 1_000_000_000
+MAX_LENGTH, MAX_STEPS = 10_000_000, 1_000_000_000
 MAX_NAME = 100  # characters of a run name (the directory name)
 
 
@@ -360,6 +360,7 @@ class FrontierConfig(_Section):
     # (budget extension of an unsolved probe: lstmjax.experiment.frontier.fair_budget)
     max_budget: int | None = Field(None, ge=1, le=MAX_STEPS)
     budget_factor: float = Field(2.0, gt=1.0, le=100.0)
+    shared_program: bool = False  # lstmjax.experiment.gap_programs
 
     @model_validator(mode="after")
     def _start_below_max(self):

@@ -31,6 +31,10 @@ Elman RNN/IRNN and IndRNN with any activation; any batch shape, masks, resets,
 ``return_carries``; one float dtype shared by ``xp``, the carry and the recurrent params;
 T >= 1; subclasses that override ``recur`` or ``initial_carry`` fall back.
 
+Traced inside ``stop_at_last_valid()``, masked loops (``seq_lengths``) stop after the batch's
+last valid step (a dynamic trip count), so padding a batch into a longer buffer costs no loop
+steps (:mod:`._engine`; the trainer's ``chunk_at`` does this).
+
 Limits: reverse-mode only (``jax.custom_vjp``: ``jax.jvp``/``jacfwd`` through a fast
 loop raise a ``TypeError`` naming the switch); for forward-mode pass ``fast=False`` to
 ``lj.scan``/``lj.RNN`` (or call ``cell.reference_recur_scan(...)``).
@@ -58,7 +62,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lstmjax.fast._engine import make_scan
+from lstmjax.fast._engine import make_scan, stop_at_last_valid, stops_at_last_valid
 
 
 def same_float_dtype(*trees) -> bool:
@@ -84,7 +88,7 @@ def run_kernel(kernel, P, carry, xp_T, valid_T=None, reset_T=None, *, unroll=1,
     if xp_T.shape[0] == 0:
         raise ValueError("the fast loop needs at least one time step (got T=0)")
     run = make_scan(kernel, valid_T is not None, reset_T is not None, bool(return_carries),
-                    unroll)
+                    unroll, stops_at_last_valid())
     reset0 = None
     if reset_T is not None:
         reset0 = carry if reset_carry is None else reset_carry
@@ -99,4 +103,4 @@ def run_kernel(kernel, P, carry, xp_T, valid_T=None, reset_T=None, *, unroll=1,
         ) from None
 
 
-__all__ = ["covers", "run_kernel", "same_float_dtype"]
+__all__ = ["covers", "run_kernel", "same_float_dtype", "stop_at_last_valid"]

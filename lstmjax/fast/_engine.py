@@ -23,6 +23,14 @@ returns every step's carry. The reverse loop propagates only the carry cotangent
 ``dc``) and emits the pre-activation cotangents; nothing is accumulated inside it except
 the reset carry's cotangent when there are resets.
 
+Traced inside :func:`stop_at_last_valid`, with masks (``valid_T``; no resets, no
+``return_carries``, ``unroll=1``) both loops are
+``fori_loop``s that stop after the last step at which any sequence is valid (past it every
+step only holds the carry and emits zeros), so a batch padded into a longer buffer -- a
+traced length drawn by ``task.sample_at`` -- runs only its own steps; the parameter
+gradients are then summed over blocks of ``_GRAD_ROWS`` steps up to that point. Under
+``jax.vmap`` the trip count is the longest over the mapped axis (:func:`_trip_count`).
+
 Inference saves nothing: called outside ``jax.grad``/``vjp``, ``jax.custom_vjp`` runs the
 primal, which stacks only the outputs; the residuals (every step's carry and gate
 activations) are stacked only by the forward that a gradient runs (``run_fwd``).
@@ -30,6 +38,8 @@ activations) are stacked only by the forward that a gradient runs (``run_fwd``).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 
 import jax
@@ -57,8 +67,73 @@ def _shift_in(carry0, reset0, carries_T, reset_T):
     return jax.tree.map(lambda r0, p: jnp.where(reset_T[..., None], r0[None], p), reset0, prev)
 
 
+@jax.custom_batching.custom_vmap
+def _trip_count(valid_T):
+    """Int32 scalar: 1 + the last step at which any sequence is valid (0 if none). Past it
+    every step only holds the carry and emits zeros, so a loop may stop there.
+
+    Under ``jax.vmap`` (e.g. seeds whose batches have different lengths) the count is the
+    largest over the mapped axis and stays *unbatched*: running extra held steps is exact,
+    and a while loop with a batched trip count would select every loop buffer at every step
+    (quadratic in T)."""
+    T = valid_T.shape[0]
+    any_T = jnp.any(valid_T.reshape(T, -1), axis=1)
+    return jnp.max(jnp.where(any_T, jnp.arange(1, T + 1, dtype=jnp.int32), 0))
+
+
+@_trip_count.def_vmap
+def _trip_count_vmap(axis_size, in_batched, valid_T):
+    (batched,) = in_batched
+    if batched:  # the mapped axis leads: fold it into the batch axes
+        valid_T = jnp.moveaxis(valid_T, 0, -1)
+    return _trip_count(valid_T), False
+
+
+def _index(tree, t):
+    return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, t, keepdims=False), tree)
+
+
+def _put(bufs, t, tree):
+    return jax.tree.map(lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, t, 0), bufs, tree)
+
+
+_GRAD_ROWS = 32  # steps per block of the masked loop's parameter-gradient matmuls
+
+
+def _expand(keep_K, a):
+    return keep_K.reshape((-1,) + (1,) * (a.ndim - 1))
+
+
+def _zero_bufs(T, tree_shapes):
+    return jax.tree.map(lambda s: jnp.zeros((T, *s.shape), s.dtype), tree_shapes)
+
+
+_STOP_AT_LAST_VALID: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "lstmjax_stop_at_last_valid", default=False)
+
+
+@contextlib.contextmanager
+def stop_at_last_valid():
+    """While tracing inside this context, masked fast loops (``seq_lengths``) stop after the
+    batch's last valid step (a dynamic trip count) instead of scanning every step: for
+    batches padded into a buffer much longer than their lengths (``task.sample_at``). Scoped
+    to the tracing thread; programs traced outside it are unchanged (a plain ``lax.scan``,
+    faster when the batch fills its buffer)."""
+    token = _STOP_AT_LAST_VALID.set(True)
+    try:
+        yield
+    finally:
+        _STOP_AT_LAST_VALID.reset(token)
+
+
+def stops_at_last_valid() -> bool:
+    """Whether :func:`stop_at_last_valid` is active in this thread."""
+    return _STOP_AT_LAST_VALID.get()
+
+
 @functools.lru_cache(maxsize=256)
-def make_scan(kernel, has_valid: bool, has_reset: bool, return_carries: bool, unroll: int):
+def make_scan(kernel, has_valid: bool, has_reset: bool, return_carries: bool, unroll: int,
+              stop_early: bool = False):
     """The custom-VJP loop ``run(P, carry0, reset0, xp_T, valid_T, reset_T)`` for one
     configuration; a reset restores ``reset0`` (None without resets; ``carry0`` for
     ``Cell.recur_scan``'s default).
@@ -69,7 +144,40 @@ def make_scan(kernel, has_valid: bool, has_reset: bool, return_carries: bool, un
     every step's carry and gate activations.
     """
 
+    # With masks (and no resets or stacked carries) the loops stop after the last step at
+    # which any sequence is valid: a batch padded into a longer buffer costs no loop steps.
+    dynamic = stop_early and has_valid and not has_reset and not return_carries and unroll == 1
+
+    def forward_dynamic(P, carry0, xp_T, valid_T, save: bool):
+        xs = kernel.prepare(xp_T) if hasattr(kernel, "prepare") else xp_T
+        T = valid_T.shape[0]
+
+        def step(c, t):
+            c_new, y, res = kernel.fwd_step(P, c, _index(xs, t))
+            valid = valid_T[t]
+            return _where(valid, c_new, c), _zeros_where(valid, y), c_new, res
+
+        _, y_s, _, res_s = jax.eval_shape(step, carry0, 0)
+        c_s = jax.eval_shape(lambda c: c, carry0)
+
+        def body(t, acc):
+            c, ys, cs, rs = acc
+            c, y, _, res = step(c, t)
+            if save:
+                cs, rs = _put(cs, t + 1, c), _put(rs, t, res)
+            return c, _put(ys, t, y), cs, rs
+
+        # saved carries: T + 1 rows, row 0 the initial carry (so row t enters step t and row
+        # t + 1 leaves it, without a shifted copy)
+        cs0 = _put(_zero_bufs(T + 1, c_s), 0, carry0) if save else None
+        bufs = (_zero_bufs(T, y_s), cs0, _zero_bufs(T, res_s) if save else None)
+        final, ys, carries, res = jax.lax.fori_loop(0, _trip_count(valid_T), body,
+                                                    (carry0, *bufs))
+        return (final, ys), (carries, res)
+
     def forward(P, carry0, reset0, xp_T, valid_T, reset_T, save: bool):
+        if dynamic:
+            return forward_dynamic(P, carry0, xp_T, valid_T, save)
         treedef = jax.tree.structure(carry0)
         keep_carries = save or return_carries
         # Without masks the carry leaf ``y_leaf`` equals y at every step: store it once.
@@ -116,8 +224,10 @@ def make_scan(kernel, has_valid: bool, has_reset: bool, return_carries: bool, un
             d_final, dys, dcarries = cts
         else:
             (d_final, dys), dcarries = cts, None
-        carry_in = _shift_in(carry0, reset0, carries, reset_T if has_reset else None)
         Q = kernel.bwd_consts(P)
+        if dynamic:
+            return _backward_dynamic(P, Q, carries, res, d_final, dys, valid_T)
+        carry_in = _shift_in(carry0, reset0, carries, reset_T if has_reset else None)
 
         def body(acc, inputs):
             dc, dc0 = acc
@@ -146,6 +256,50 @@ def make_scan(kernel, has_valid: bool, has_reset: bool, return_carries: bool, un
         )
         dP = kernel.param_grads(P, carry_in, carries, res, dxp_T, *aux_T)
         return dP, dcarry0, dreset0, dxp_T, None, None
+
+    def _backward_dynamic(P, Q, cbuf, res, d_final, dys, valid_T):
+        """``run_bwd`` over the first ``n = _trip_count(valid_T)`` steps only (later steps are
+        padding whose cotangents are zero; their ``dxp`` rows stay zero). ``cbuf``: the
+        forward's ``T + 1`` saved carries. The parameter gradients, sums over rows, are
+        summed over blocks of ``_GRAD_ROWS`` steps covering the first ``n`` only."""
+        T = valid_T.shape[0]
+
+        def step(dc, t):
+            valid = valid_T[t]
+            dc_new, dy = _zeros_where(valid, dc), _zeros_where(valid, _index(dys, t))
+            dc_in, dxp, *aux = kernel.bwd_step(Q, _index(cbuf, t), _index(res, t), dc_new, dy)
+            return jax.tree.map(jnp.add, dc_in, _zeros_where(~valid, dc)), (dxp, *aux)
+
+        _, outs_s = jax.eval_shape(step, d_final, 0)
+        n = _trip_count(valid_T)
+
+        def body(i, acc):
+            dc, outs = acc
+            t = n - 1 - i
+            dc, out = step(dc, t)
+            return dc, _put(outs, t, out)
+
+        dcarry0, (dxp_T, *aux_T) = jax.lax.fori_loop(0, n, body,
+                                                     (d_final, _zero_bufs(T, outs_s)))
+        K = min(_GRAD_ROWS, T)
+
+        def block(j):
+            # rows [s, s + K), s clamped so the block fits; rows before j*K were summed by the
+            # previous block: their cotangents are zeroed (param_grads is linear in them)
+            s = jnp.minimum(j * K, T - K)
+            keep = (s + jnp.arange(K)) >= j * K
+
+            def rows(tree, at):
+                return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, at, K), tree)
+
+            dz = jax.tree.map(lambda a: jnp.where(_expand(keep, a), a, jnp.zeros_like(a)),
+                              rows((dxp_T, *aux_T), s))
+            return kernel.param_grads(P, rows(cbuf, s), rows(cbuf, s + 1), rows(res, s), *dz)
+
+        dP0 = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(block, 0))
+        dP = jax.lax.fori_loop(0, (n + K - 1) // K,
+                               lambda j, acc: jax.tree.map(jnp.add, acc, block(j)), dP0)
+        return dP, dcarry0, None, dxp_T, None, None
 
     run.defvjp(run_fwd, run_bwd)
     return run

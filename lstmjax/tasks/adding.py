@@ -16,6 +16,7 @@ from lstmjax.tasks.base import (
     check_int,
     first_step,
     last_scored_step,
+    uniform_rows,
 )
 
 
@@ -82,15 +83,29 @@ class AddingTask(_RegressionTask):
     def chance_loss(self) -> float:
         return 1.0 / 6.0
 
+    traced_length = True
+
     def _sample(self, key, batch_size):
-        T, half = self.length, self.length // 2
+        return self._draw(key, batch_size, self.length)
+
+    def _sample_at(self, key, batch_size, length):
+        return self._draw(key, batch_size, jnp.asarray(length, jnp.int32))
+
+    def _draw(self, key, batch_size, T):
+        """A batch of length ``T`` (a Python int: the static draw; traced: the same draws in
+        a buffer of ``self.length`` steps, zero past ``T``)."""
+        W, half = self.length, T // 2
         k_val, k_pos = jax.random.split(key)
-        values_BT = jax.random.uniform(k_val, (batch_size, T), jnp.float32)
+        if isinstance(T, int):
+            values_BT = jax.random.uniform(k_val, (batch_size, T), jnp.float32)
+        else:
+            values_BT = uniform_rows(k_val, batch_size, T, W)
+            values_BT = jnp.where(jnp.arange(W)[None, :] < T, values_BT, 0.0)
         # Marker positions: column 0 uniform on [0, T//2), column 1 on [T//2, T).
         pos_B2 = jax.random.randint(
-            k_pos, (batch_size, 2), jnp.array([0, half]), jnp.array([half, T])
+            k_pos, (batch_size, 2), jnp.stack([0, half]), jnp.stack([half, T])
         )
-        marked_BT = jnp.any(jnp.arange(T)[None, :, None] == pos_B2[:, None, :], axis=-1)
+        marked_BT = jnp.any(jnp.arange(W)[None, :, None] == pos_B2[:, None, :], axis=-1)
         target_B = jnp.sum(jnp.where(marked_BT, values_BT, 0.0), axis=1)
         lengths_B = jnp.full((batch_size,), T, jnp.int32)
         return _regression_batch(values_BT, marked_BT.astype(jnp.float32), target_B, lengths_B)
@@ -124,18 +139,32 @@ class _Marked1997(_RegressionTask):
     def combine(self, x1_B, x2_B):
         raise NotImplementedError
 
+    traced_length = True
+
     def _sample(self, key, batch_size):
-        T, S, h = self.length, self.seq_len, self.length // 2 - 1
+        return self._draw(key, batch_size, self.length)
+
+    def _sample_at(self, key, batch_size, length):
+        return self._draw(key, batch_size, jnp.asarray(length, jnp.int32))
+
+    def _draw(self, key, batch_size, T):
+        """A batch for gap ``T`` (a Python int: the static draw; traced: the same draws in a
+        buffer of ``self.seq_len`` steps)."""
+        S, h = T + T // 10, T // 2 - 1
         k_int, k_val = jax.random.split(key)
         # Columns: length n on [T, S]; X1's position p1 on [0, 10); r on [0, h - 1).
         ints_B3 = jax.random.randint(
-            k_int, (batch_size, 3), jnp.array([T, 0, 0]), jnp.array([S + 1, 10, h - 1])
+            k_int, (batch_size, 3), jnp.stack([T, 0, 0]), jnp.stack([S + 1, 10, h - 1])
         )
         lengths_B, p1_B, r_B = ints_B3[:, 0], ints_B3[:, 1], ints_B3[:, 2]
         p2_B = r_B + (r_B >= p1_B)  # uniform over the first h positions other than p1 (< 10 <= h)
-        t_T = jnp.arange(S)
+        t_T = jnp.arange(self.seq_len)
         valid_BT = t_T[None, :] < lengths_B[:, None]
-        values_BT = jax.random.uniform(k_val, (batch_size, S), jnp.float32, self.low, self.high)
+        if isinstance(T, int):
+            values_BT = jax.random.uniform(k_val, (batch_size, S), jnp.float32, self.low,
+                                           self.high)
+        else:
+            values_BT = uniform_rows(k_val, batch_size, S, self.seq_len, self.low, self.high)
         x1_is_first_BT = (p1_B[:, None] == 0) & (t_T[None, :] == 0)
         values_BT = jnp.where(x1_is_first_BT, self.first_pair_x1, values_BT)
         values_BT = jnp.where(valid_BT, values_BT, 0.0)

@@ -9,7 +9,10 @@ static argument to ``jax.jit``) whose methods are pure functions:
 * ``loss(outputs, batch)`` is the training loss;
 * ``evaluate(outputs, batch)`` returns metrics including the paper's ``solved``;
 * ``dependency_lags(batch)`` says, per sequence, how far back the information its scored
-  outputs need lies (the gap a cell has to bridge).
+  outputs need lies (the gap a cell has to bridge);
+* optionally (``traced_length = True``) ``sample_at(key, batch_size, length)`` draws the batch
+  of gap ``length``, a traced int up to ``self.length``, into ``self.seq_len``-step buffers,
+  bit for bit the draw of the task built at that length (:func:`uniform_rows`).
 
 Shapes (``B`` batch, ``T = task.seq_len``, ``D = task.input_size``,
 ``C = task.output_size``)::
@@ -118,6 +121,42 @@ def at_last_step(x_BT, lengths_B):
     return jnp.take_along_axis(x_BT, idx, axis=1)[:, 0]
 
 
+def traced_lengths_supported() -> bool:
+    """Whether :func:`uniform_rows` reproduces ``jax.random.uniform`` here: JAX's default
+    PRNG is threefry with ``jax_threefry_partitionable`` on (JAX's default), whose bits are a
+    function of the flat element index."""
+    return (bool(jax.config.jax_threefry_partitionable)
+            and str(jax.config.jax_default_prng_impl) == "threefry2x32")
+
+
+def uniform_rows(key, batch_size: int, row_len, width: int, minval=0.0, maxval=1.0):
+    """Float32 ``[batch_size, width]``: for ``t < row_len`` element ``[b, t]`` is bit for bit
+    ``jax.random.uniform(key, (batch_size, row_len), jnp.float32, minval, maxval)[b, t]``,
+    with ``row_len`` a traced int (``<= width``); entries at ``t >= row_len`` are other
+    draws of the same stream (mask them). Requires :func:`traced_lengths_supported`.
+
+    Threefry's (partitionable) bits of element ``i`` of the flat array are
+    ``threefry2x32(key, (0, i))``, xor'd halves; the row-major flat index of ``[b, t]`` in a
+    ``[batch_size, row_len]`` array is ``b * row_len + t``."""
+    from jax.extend.random import threefry2x32_p
+
+    if batch_size * width >= 2**32:
+        raise ValueError(f"uniform_rows: batch_size*width={batch_size * width} >= 2**32")
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    b_B1 = jnp.arange(batch_size, dtype=jnp.uint32)[:, None]
+    t_1T = jnp.arange(width, dtype=jnp.uint32)[None, :]
+    lo = b_B1 * jnp.asarray(row_len).astype(jnp.uint32) + t_1T
+    bits1, bits2 = threefry2x32_p.bind(key[0], key[1], jnp.zeros_like(lo), lo)
+    bits = bits1 ^ bits2  # as jax.random.uniform for float32 (23 mantissa bits)
+    one = np.array(1.0, np.float32).view(np.uint32)
+    floats = jax.lax.bitcast_convert_type(
+        jax.lax.shift_right_logical(bits, jnp.uint32(32 - 23)) | jnp.uint32(one), jnp.float32
+    ) - jnp.float32(1.0)
+    minval, maxval = jnp.float32(minval), jnp.float32(maxval)
+    return jax.lax.max(minval, floats * (maxval - minval) + minval)
+
+
 class Task:
     """Base class: shared sampling checks, losses and metrics.
 
@@ -130,6 +169,9 @@ class Task:
     name: ClassVar[str]
     loss_type: ClassVar[str]  # "mse" or "xent"
     source: ClassVar[str]  # short citation shown by describe()
+    # ``sample_at`` draws a traced length into this task's buffer (see there): one compiled
+    # training program then serves every length up to ``self.length``
+    traced_length: ClassVar[bool] = False
 
     def __post_init__(self):
         self.validate()
@@ -157,6 +199,25 @@ class Task:
         return self.sample(key, batch_size)
 
     def _sample(self, key: jax.Array, batch_size: int) -> Batch:
+        raise NotImplementedError
+
+    def sample_at(self, key: jax.Array, batch_size: int, length) -> Batch:
+        """The batch ``dataclasses.replace(self, length=length).sample(key, batch_size)``, for a
+        *traced* int ``length`` in ``[minimum, self.length]``, right-padded to ``self.seq_len``
+        (padding: zero inputs, targets and mask; ``lengths`` as drawn). Its valid region is bit
+        for bit the static draw's: the draws are a function of ``(key, length)`` only, not of
+        the buffer. Only where ``traced_length`` (and :func:`traced_lengths_supported`); the
+        caller keeps ``length`` in range (it is not checked under ``jit``)."""
+        if not self.traced_length:
+            raise NotImplementedError(f"{self.name}: sampling at a traced length is not "
+                                      "supported; build the task at each length")
+        return self._sample_at(key, self._checked_batch_size(batch_size), length)
+
+    def sample_eval_at(self, key: jax.Array, batch_size: int, length) -> Batch:
+        """``sample_eval`` at a traced ``length`` (as :meth:`sample_at`)."""
+        return self.sample_at(key, batch_size, length)
+
+    def _sample_at(self, key: jax.Array, batch_size: int, length) -> Batch:
         raise NotImplementedError
 
     # -- losses and metrics -----------------------------------------------------------

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lstmjax.fast import stop_at_last_valid
+from lstmjax.tasks.base import traced_lengths_supported
 from lstmjax.train.model import Model, hashable, make_model
 from lstmjax.train.optim import learning_rate_at, make_optimizer, set_learning_rate
 
@@ -52,7 +54,13 @@ class Trainer(NamedTuple):
     """The pieces of a training run. ``init(key, learning_rate=None) -> TrainState``;
     ``chunk(state) -> (state, metrics)``; ``num_chunks`` chunks cover ``steps``.
     ``chunk_to(state, total)``: ``chunk`` with the step budget ``total`` a runtime value (an
-    int32 scalar), so one compiled program serves every budget (a budget raised on resume)."""
+    int32 scalar), so one compiled program serves every budget (a budget raised on resume).
+
+    ``chunk_at(state, length, total)`` (None unless ``task.traced_length``): ``chunk_to`` for
+    the task at gap ``length``, a runtime int32 scalar ``<= task.length``, its batches drawn
+    into buffers of ``task.seq_len`` steps (``task.sample_at``): one compiled program trains
+    every gap up to ``task.length``; a gap's numbers equal its own trainer's to float
+    tolerance."""
 
     init: Callable[..., TrainState]
     chunk: Callable[[TrainState], tuple[TrainState, dict]]
@@ -61,6 +69,7 @@ class Trainer(NamedTuple):
     task: Any
     model: Model
     chunk_to: Callable[..., tuple[TrainState, dict]] | None = None
+    chunk_at: Callable[..., tuple[TrainState, dict]] | None = None
 
 
 def make_task(cfg):
@@ -113,12 +122,12 @@ def make_trainer(cfg, batch_sharding=None) -> Trainer:
         zero = jnp.asarray(0, jnp.int32)
         return TrainState(zero, zero, params, opt_state, key, minus_one, minus_one)
 
-    def train_step(total, carry, _):
+    def train_step(total, sample_fn, carry, _):
         state, loss_sum, gnorm_sum, n_ok = carry
         active = (state.step < total) & ~frozen(state)
         step_key = jax.random.fold_in(jax.random.fold_in(state.key, 1), state.step)
         data_key, dropout_key = jax.random.split(step_key)
-        batch = sample(data_key, tc.batch_size, task.sample)
+        batch = sample(data_key, tc.batch_size, sample_fn)
         loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, dropout_key)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -138,16 +147,26 @@ def make_trainer(cfg, batch_sharding=None) -> Trainer:
         return (state, loss_sum, gnorm_sum, n_ok + ok.astype(jnp.int32)), None
 
     def chunk_to(state: TrainState, total) -> tuple[TrainState, dict]:
+        return _chunk(state, total, task.sample, getattr(task, "sample_eval", task.sample))
+
+    def chunk_at(state: TrainState, length, total) -> tuple[TrainState, dict]:
+        length = jnp.asarray(length, jnp.int32)
+        with stop_at_last_valid():  # the loops run the gap's steps, not the buffer's
+            return _chunk(state, total, lambda k, n: task.sample_at(k, n, length),
+                          lambda k, n: task.sample_eval_at(k, n, length))
+
+    def _chunk(state, total, sample_fn, sample_eval_fn):
         total = jnp.asarray(total, jnp.int32)
         was_active = (state.step < total) & ~frozen(state)
         zero = jnp.asarray(0.0, jnp.float32)
         init_carry = (state, zero, zero, jnp.asarray(0, jnp.int32))
         (state, loss_sum, gnorm_sum, n_ok), _ = jax.lax.scan(
-            functools.partial(train_step, total), init_carry, None, length=tc.eval_every
+            functools.partial(train_step, total, sample_fn), init_carry, None,
+            length=tc.eval_every
         )
         eval_step = jnp.minimum(state.step, total)
         eval_key = jax.random.fold_in(jax.random.fold_in(state.key, 2), eval_step)
-        batch = sample(eval_key, tc.eval_batch_size, getattr(task, "sample_eval", task.sample))
+        batch = sample(eval_key, tc.eval_batch_size, sample_eval_fn)
         outputs_BTO = model.apply(state.params, batch.inputs, batch.lengths, None, True)
         evaluation = dict(task.evaluate(outputs_BTO, batch))
         diverged = state.diverged_step >= 0
@@ -177,7 +196,9 @@ def make_trainer(cfg, batch_sharding=None) -> Trainer:
         return chunk_to(state, tc.steps)
 
     num_chunks = math.ceil(tc.steps / tc.eval_every)
-    return Trainer(init, chunk, num_chunks, tc.eval_every, task, model, chunk_to)
+    shared = getattr(task, "traced_length", False) and traced_lengths_supported()
+    return Trainer(init, chunk, num_chunks, tc.eval_every, task, model, chunk_to,
+                   chunk_at if shared else None)
 
 
 def make_train(cfg) -> Callable[..., tuple[TrainState, dict]]:
