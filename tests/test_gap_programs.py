@@ -177,7 +177,7 @@ def test_a_probe_trains_the_same_in_the_shared_program_as_in_its_own():
         state = compiled.init(*compiled.init_args)
         metrics = []
         for _ in range(2):
-            state, m = compiled.chunk(state)
+            state, m = compiled.chunk(state, np.int32(t.cfg.train.steps))
             metrics.append(m)
         results.append((jax.device_get(state.params), jax.device_get(metrics)))
     assert_same_math(results[0], results[1], ulps=256)
