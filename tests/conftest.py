@@ -37,6 +37,46 @@ import pytest  # noqa: E402
 jax.devices()
 
 
+def _subprocess_xla_flags() -> str | None:
+    """The flag that switches XLA:CPU's fusion emitters off, when this jaxlib still knows it
+    (an unknown flag in ``XLA_FLAGS`` aborts the process, so it is looked up in the library)."""
+    import mmap
+    from pathlib import Path
+
+    import jaxlib
+
+    flag = b"xla_cpu_use_fusion_emitters"
+    for lib in Path(jaxlib.__file__).parent.glob("*.so"):
+        try:
+            with lib.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                if m.find(flag) >= 0:
+                    return f"--{flag.decode()}=false"
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+# Subprocesses only (XLA reads XLA_FLAGS once, when this process's backend started above):
+# the subprocess tests (several processes, two devices, plugins, a full disk, the README and
+# notebooks) each compile their tiny programs cold, and XLA:CPU's older emitters compile them
+# ~2.5x faster at level 0. Not in this process: a few tests here assert bit-identical metrics
+# between differently batched programs, which holds with the default emitters only. A
+# subprocess whose numbers are compared with this process's drops it (`in_process_env`).
+_IN_PROCESS_XLA_FLAGS = os.environ.get("XLA_FLAGS")
+if os.environ.get("LSTMJAX_TEST_XLA_OPT", "0") != "default" and (_flag := _subprocess_xla_flags()):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
+
+
+@pytest.fixture
+def in_process_env():
+    """The environment for a subprocess whose numbers are compared bit for bit with this
+    process's: this process's ``XLA_FLAGS`` (the default XLA:CPU emitters)."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if _IN_PROCESS_XLA_FLAGS is not None:
+        env["XLA_FLAGS"] = _IN_PROCESS_XLA_FLAGS
+    return env
+
+
 @pytest.fixture
 def x64():
     """Enable ``jax_enable_x64`` for one test and restore the previous value afterwards."""
