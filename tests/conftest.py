@@ -29,6 +29,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
+from _xla import subprocess_flag  # noqa: E402
 
 # Start JAX's backends now, with one CPU device: an in-process `cli.main(["run", ...])` would
 # otherwise split the CPU into one device per core (program entry) if it ran first, and the
@@ -37,33 +38,15 @@ import pytest  # noqa: E402
 jax.devices()
 
 
-def _subprocess_xla_flags() -> str | None:
-    """The flag that switches XLA:CPU's fusion emitters off, when this jaxlib still knows it
-    (an unknown flag in ``XLA_FLAGS`` aborts the process, so it is looked up in the library)."""
-    import mmap
-    from pathlib import Path
-
-    import jaxlib
-
-    flag = b"xla_cpu_use_fusion_emitters"
-    for lib in Path(jaxlib.__file__).parent.glob("*.so"):
-        try:
-            with lib.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-                if m.find(flag) >= 0:
-                    return f"--{flag.decode()}=false"
-        except (OSError, ValueError):
-            continue
-    return None
-
-
 # Subprocesses only (XLA reads XLA_FLAGS once, when this process's backend started above):
 # the subprocess tests (several processes, two devices, plugins, a full disk, the README and
 # notebooks) each compile their tiny programs cold, and XLA:CPU's older emitters compile them
-# ~2.5x faster at level 0. Not in this process: a few tests here assert bit-identical metrics
-# between differently batched programs, which holds with the default emitters only. A
-# subprocess whose numbers are compared with this process's drops it (`in_process_env`).
+# ~2.5x faster at level 0 (tests/_xla.py). Not in this process: a few tests here assert
+# bit-identical metrics between differently batched programs, which holds with the default
+# emitters only. A subprocess whose numbers are compared with this process's drops it
+# (`in_process_env`).
 _IN_PROCESS_XLA_FLAGS = os.environ.get("XLA_FLAGS")
-if os.environ.get("LSTMJAX_TEST_XLA_OPT", "0") != "default" and (_flag := _subprocess_xla_flags()):
+if _flag := subprocess_flag():
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
 
 
