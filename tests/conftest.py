@@ -29,12 +29,35 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
+from _xla import subprocess_flag  # noqa: E402
 
 # Start JAX's backends now, with one CPU device: an in-process `cli.main(["run", ...])` would
 # otherwise split the CPU into one device per core (program entry) if it ran first, and the
 # rest of the session would run on two devices. Tests that need several devices use
 # subprocesses.
 jax.devices()
+
+
+# Subprocesses only (XLA reads XLA_FLAGS once, when this process's backend started above):
+# the subprocess tests (several processes, two devices, plugins, a full disk, the README and
+# notebooks) each compile their tiny programs cold, and XLA:CPU's older emitters compile them
+# ~2.5x faster at level 0 (tests/_xla.py). Not in this process: a few tests here assert
+# bit-identical metrics between differently batched programs, which holds with the default
+# emitters only. A subprocess whose numbers are compared with this process's drops it
+# (`in_process_env`).
+_IN_PROCESS_XLA_FLAGS = os.environ.get("XLA_FLAGS")
+if _flag := subprocess_flag():
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
+
+
+@pytest.fixture
+def in_process_env():
+    """The environment for a subprocess whose numbers are compared bit for bit with this
+    process's: this process's ``XLA_FLAGS`` (the default XLA:CPU emitters)."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if _IN_PROCESS_XLA_FLAGS is not None:
+        env["XLA_FLAGS"] = _IN_PROCESS_XLA_FLAGS
+    return env
 
 
 @pytest.fixture

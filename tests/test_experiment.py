@@ -198,7 +198,8 @@ def test_interrupted_run_resumes_to_identical_metrics(finished, tmp_path):
     assert json.loads((tdir / "summary.json").read_text())["resumed_from_step"] == 10
 
 
-def test_sigkilled_subprocess_resumes_to_identical_metrics(finished, tmp_path, capsys):
+def test_sigkilled_subprocess_resumes_to_identical_metrics(finished, tmp_path, capsys,
+                                                          in_process_env):
     # the whole sweep: its two learning rates per gap train as one program, and the resumed
     # program (the diverged trial standing in, frozen) must reproduce it bit for bit
     run_dir, _ = finished
@@ -206,7 +207,7 @@ def test_sigkilled_subprocess_resumes_to_identical_metrics(finished, tmp_path, c
     out = tmp_path / "killed"
     proc = subprocess.Popen(
         [sys.executable, "-m", "lstmjax", "run", str(path), "--out", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=in_process_env,
     )
     ckpts = out / TRIALS[0] / "checkpoints"
     deadline = time.monotonic() + 120

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _tolerance import assert_same_math
+from _xla import jit as fast_compile_jit
 
 import lstmjax as lj
 from lstmjax import fast
@@ -89,7 +90,7 @@ def _value_and_grads(cell, valid, reset, return_carries):
         vg = jax.value_and_grad(loss, argnums=(1, 2, 3), has_aux=True)
         return vg(cell.recur_scan, params, carry, xs), vg(reference, params, carry, xs)
 
-    return jax.jit(both)
+    return fast_compile_jit(both)
 
 
 def _assert_close(a, b, tol=TOL):
@@ -142,7 +143,7 @@ def test_scan_lengths_resets_reverse(x64, name):
         w = jnp.sin(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
         return jnp.sum(w * ys) + sum(jnp.sum(f**2) for f in jax.tree.leaves(final))
 
-    @jax.jit
+    @fast_compile_jit
     def all_results(params, carry, xs):
         grad = jax.value_and_grad(loss, argnums=(1, 2, 3))
         return [[grad(c, params, carry, xs, rev) for c in (cell, ref)] for rev in (False, True)]
@@ -162,8 +163,8 @@ def test_vmapped_seeds_equal_reference(x64):
         ys, _ = lj.scan(c, p, xs, time_major=True)
         return jnp.sum(jnp.tanh(ys) * jnp.arange(ys.shape[-1]))
 
-    g = jax.jit(lambda p: [jax.vmap(jax.grad(loss), (0, None))(p, c)
-                           for c in (cell, _reference(cell))])
+    g = fast_compile_jit(lambda p: [jax.vmap(jax.grad(loss), (0, None))(p, c)
+                                    for c in (cell, _reference(cell))])
     _assert_close(*g(params))
 
 

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _xla import jit as fast_compile_jit
 
 import lstmjax as lj
 from lstmjax import cells
@@ -122,7 +123,7 @@ def test_valid_params_still_run_under_jit_vmap_grad(name, options):
     def loss(p, x):
         return jnp.sum(lj.scan(cell, p, x)[0] ** 2)
 
-    grads = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0)))(params, xs_KBTD)
+    grads = fast_compile_jit(jax.vmap(jax.grad(loss), in_axes=(None, 0)))(params, xs_KBTD)
     assert jax.tree.structure(grads) == jax.tree.structure(params)
     # Params in another float dtype are legal (shapes are compared, not dtypes).
     ys16 = lj.scan(cell, jax.tree.map(lambda a: a.astype(jnp.bfloat16), params), xs_KBTD[0])[0]

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _xla import jit as fast_compile_jit
 
 import lstmjax as lj
 from lstmjax.cells.parallel import LRUCell, MinGRUCell, MinLSTMCell
@@ -52,7 +53,7 @@ def _parallel_and_sequential(cell, valid, reset, zero_carry):
         total = jnp.sum(w * ys) + sum(jnp.sum(jnp.sin(f)) for f in jax.tree.leaves(final))
         return total + sum(0.3 * jnp.sum(x * x) for x in jax.tree.leaves(carries)), out
 
-    @jax.jit
+    @fast_compile_jit
     def both(params, carry, xs):
         if zero_carry:
             carry = jax.tree.map(jnp.zeros_like, carry)
@@ -94,7 +95,7 @@ def test_scan_engine_with_lengths_and_reverse():
     cells = [lj.cells.make(n, 4, mode="parallel") for n in ("mingru", "minlstm", "lru")]
     params = [c.init(jax.random.key(0), D) for c in cells]
 
-    @jax.jit
+    @fast_compile_jit
     def run(params):
         return [
             [lj.scan(dataclasses.replace(c, mode=m), p, xs, seq_lengths=lengths, resets=resets,

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _xla import jit as fast_compile_jit
 
 import lstmjax as lj
 from lstmjax.cells import Cell
@@ -75,7 +76,7 @@ def test_remat_equals_plain_scan(x64, name, fast):
     params, xs, carry, lengths, resets = _problem(cell)
     Ks = (4, "auto", T, 50, 1) if name == "lstm" and fast else (4, "auto")
 
-    @jax.jit
+    @fast_compile_jit
     def results(params, carry, xs):
         out = []
         for use_lengths, use_resets, reverse, carries in SETTINGS:
@@ -121,7 +122,7 @@ def test_bidirectional_stack_with_dropout_equals_plain(x64):
     carry = plain_net.initial_carry(params, (B,))
     key = jax.random.key(7)
 
-    @jax.jit
+    @fast_compile_jit
     def results(params, carry, xs):
         def run(net):
             return lambda p, c, x: net.apply(p, x, c, seq_lengths=lengths, resets=resets, key=key)
@@ -142,8 +143,9 @@ def test_parallel_cells_reset_to_the_initial_carry(x64, name):
     def run(p, c, x, remat=None):
         return lj.scan(cell, p, x, c, seq_lengths=lengths, resets=resets, remat=remat)
 
-    _close(jax.jit(lambda *a: _grads(lambda *b: run(*b, remat=4), *a))(params, carry, xs),
-           jax.jit(lambda *a: _grads(run, *a))(params, carry, xs))
+    _close(fast_compile_jit(lambda *a: _grads(lambda *b: run(*b, remat=4), *a))(params, carry,
+                                                                                 xs),
+           fast_compile_jit(lambda *a: _grads(run, *a))(params, carry, xs))
 
 
 def _reference(cell):
@@ -167,7 +169,7 @@ def test_reset_carry_is_what_a_reset_restores(x64, name):
     def run(c, p, carry, r0, xp):
         return c.recur_scan(p, carry, xp, valid, reset, reset_carry=r0, return_carries=True)
 
-    @jax.jit
+    @fast_compile_jit
     def results(params, carry, r0, xp):
         out = [jax.vjp(lambda *a, c=c: run(c, *a), params, carry, r0, xp)
                for c in (cell, _reference(cell))]
