@@ -37,9 +37,9 @@ FRONTIER = {
                  "max_budget": MAX_BUDGET, "budget_factor": 2},
     "output": {"progress": "none", "plots": False},
 }
-# The fake cells: a seed solves gap g after 100 g steps; the rnn cannot bridge gaps above 12
+# The fake cells: a seed solves gap g after 100 g steps; the rnn cannot bridge gaps above 6
 # (its seeds are stuck there, whatever the budget), the gru can bridge any gap.
-LIMIT = {"rnn": 12, "gru": 10**9}
+LIMIT = {"rnn": 6, "gru": 10**9}
 
 
 def _outcome(cell: str, gap: int, steps: int) -> str:
@@ -105,9 +105,11 @@ def test_frontier_extends_a_learning_probe_exactly_as_far_as_needed_and_never_pa
         expected = _expected(cfg.frontier, cell)
         assert {g: b for (c, g), b in asked.items() if c == cell} == expected, cell
     assert max(max(b) for b in asked.values()) == MAX_BUDGET
-    # a stuck probe is trained on to a fair budget (twice what gap 12 needed, capped), a
-    # solved one only as far as needed
-    assert asked[("rnn", 13)] == [200, 400, 800, 1600] and asked[("rnn", 8)] == [200, 400, 800]
+    # a stuck probe is trained on to a fair budget (twice what the largest solved gap so far
+    # needed: 400 steps at 4 when 8 was probed, 600 at 6 when 7 was), a solved one only as far
+    # as needed
+    assert asked[("rnn", 8)] == [200, 400, 800] and asked[("rnn", 7)] == [200, 400, 800, 1600]
+    assert asked[("rnn", 6)] == [200, 400, 800] and asked[("gru", 16)] == [200, 400, 800, 1600]
     # the decisions are the pure search's on the outcomes at each probe's final budget
     solvable = {cell: (lambda g, c=cell: float(g <= LIMIT[c] and 100 * g <= MAX_BUDGET))
                 for cell in LIMIT}
@@ -116,8 +118,8 @@ def test_frontier_extends_a_learning_probe_exactly_as_far_as_needed_and_never_pa
     for cell, e in expected.items():
         assert (rows[cell]["largest_solved"], rows[cell]["smallest_unsolved"]) == (
             e.largest_solved, e.smallest_unsolved)
-    # rnn: stuck at 13 after a fair budget; gru: still learning at 17 when 1600 ran out
-    assert rows["rnn"]["smallest_unsolved"] == 13 and rows["rnn"]["boundary"] == "stuck"
+    # rnn: stuck at 7 after a fair budget; gru: still learning at 17 when 1600 ran out
+    assert rows["rnn"]["smallest_unsolved"] == 7 and rows["rnn"]["boundary"] == "stuck"
     assert rows["rnn"]["budget"] == MAX_BUDGET
     assert rows["gru"]["largest_solved"] == 16 and rows["gru"]["smallest_unsolved"] == 17
     assert rows["gru"]["boundary"] == "budget_limited" and rows["gru"]["budget"] == MAX_BUDGET
@@ -142,6 +144,21 @@ def test_a_resumed_frontier_asks_each_probe_with_its_last_budget_and_decides_the
     replayed = FrontierSearch.replay(cfg, cfg.frontier, expand(cfg), tmp_path)
     assert replayed.extra["frontier"] == first.result().extra["frontier"]
     assert {e[0].cfg.train.steps for e in replayed.entries} >= {BASE, MAX_BUDGET}
+
+
+def test_flat_seeds_are_stuck_only_after_a_fair_budget():
+    fc = from_dict(FRONTIER).frontier
+    ended = frontier.FrontierResult(12, 13, (2, 4, 8, 16, 11, 13, 12))
+    flat = ["plateau", "stuck"]
+    # the most a solved gap took was 1200 steps: flat after 1600 (max_budget) is no evidence
+    assert frontier.boundary(fc, ended, flat, steps=1600, needed=1200) == "budget_limited"
+    assert frontier.boundary(fc, ended, flat, steps=2400, needed=1200) == "stuck"
+    assert frontier.boundary(fc, ended, ["learning", "stuck"], steps=2400,
+                             needed=1200) == "budget_limited"  # 1 of 2 may still solve it
+    assert frontier.boundary(fc, ended, ["learning", "stuck", "stuck"], steps=2400,
+                             needed=1200) == "stuck"  # 1 of 3 cannot reach min_solved 0.5
+    assert frontier.boundary(fc, frontier.FrontierResult(40, None, (40,)), None) == "not_reached"
+    assert frontier.fair_budget(fc, 600) == 1200 and frontier.fair_budget(fc, 1200) == MAX_BUDGET
 
 
 def test_max_budget_that_cannot_continue_exactly_is_a_config_error():

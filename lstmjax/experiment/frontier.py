@@ -22,7 +22,8 @@ evidence -- on long-gap tasks a loss often sits on a plateau before it drops). E
 frontier then ends in one of three ways (:func:`boundary`): ``not_reached`` (``max``
 solved), ``stuck`` (at the smallest unsolved gap too few seeds were still learning to solve
 it, after a fair budget: the cell does not bridge that gap) or ``budget_limited`` (enough
-were still learning when ``max_budget`` ran out: more steps might solve it).
+were still learning when ``max_budget`` ran out, or ``max_budget`` stopped it short of a fair
+budget: more steps might solve it).
 
 Assumes that solving is monotone in the gap (what is solved at a gap is solved at shorter ones);
 where it is not, the search reports one transition it found, and the probes show the rest.
@@ -172,18 +173,26 @@ def next_budget(fc, steps: int, eval_every: int) -> int | None:
     return max(min(raised, top), steps + 1)
 
 
-def boundary(fc, result: FrontierResult, outcomes: Sequence[str] | None) -> str | None:
+def boundary(fc, result: FrontierResult, outcomes: Sequence[str] | None,
+             steps: int | None = None, needed: float | None = None) -> str | None:
     """How a variant's frontier ends (:data:`BOUNDARIES`): ``not_reached`` when ``max`` is
     solved; else, from the seed ``outcomes`` of its smallest unsolved probe (after any budget
-    extension), ``budget_limited`` if they :func:`could_still_solve` it, else ``stuck``.
-    None while the search is incomplete or the outcomes are unknown."""
+    extension, ``steps`` its final budget): ``budget_limited`` if they
+    :func:`could_still_solve` it, or if that budget was below :data:`SPARE` times ``needed``
+    (the most steps the variant took at a gap it solved: ``max_budget`` cut the probe short
+    of a fair budget, so its flat seeds are no evidence); else ``stuck``. None while the
+    search is incomplete or the outcomes are unknown."""
     if not result.complete:
         return None
     if result.smallest_unsolved is None:
         return "not_reached" if result.largest_solved is not None else None
     if outcomes is None:
         return None
-    return "budget_limited" if could_still_solve(fc, outcomes) else "stuck"
+    if could_still_solve(fc, outcomes):
+        return "budget_limited"
+    if steps is not None and needed and steps < SPARE * needed:
+        return "budget_limited"
+    return "stuck"
 
 
 def rows(variants, results: dict[str, FrontierResult],

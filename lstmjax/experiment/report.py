@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from lstmjax._io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
+from lstmjax.experiment import frontier as frontier_rules
 from lstmjax.experiment import leaderboard, outcome, search, why
 from lstmjax.experiment.effective import option_notes, settings_rows
 from lstmjax.experiment.outcome import OUTCOMES
@@ -342,22 +343,28 @@ def _at_boundary(v: str, row: dict, trials: list[dict], fc) -> str:
                and t["summary"] is not None), None)
     counts = _outcome_counts(at, unsolved_only=True) if at is not None else ""
     steps = _fmt_steps(budget) if budget else "its"
+    took = [(t["summary"].median_steps_to_solve, t["gap"]) for t in trials
+            if t["variant"] == v and t["summary"] is not None and t["gap"] < gap
+            and t["summary"].solved_fraction >= fc.min_solved - 1e-12
+            and t["summary"].median_steps_to_solve]
+    fair, floor = "", 0
+    if took:
+        floor = math.ceil(frontier_rules.SPARE * max(took)[0])  # a budget that can say "stuck"
+    if took and budget:
+        need, at_gap = max(took)
+        fair = f", {budget / need:.1f}x the {_fmt_steps(need)} steps gap {at_gap} took"
     if row["boundary"] == "stuck":
-        took = [(t["summary"].median_steps_to_solve, t["gap"]) for t in trials
-                if t["variant"] == v and t["summary"] is not None
-                and t["summary"].solved_fraction >= fc.min_solved - 1e-12
-                and t["summary"].median_steps_to_solve]
-        fair = ""
-        if took and budget:
-            need, at_gap = max(took)
-            fair = f", {budget / need:.1f}x the {_fmt_steps(need)} steps gap {at_gap} took"
         return (f"{head} is stuck at {gap} ({counts} after {steps} steps{fair}: no longer "
                 "learning when the budget ran out)")
     top = getattr(fc, "max_budget", None)
     limit = (f"its maximum budget of {steps} steps" if top is not None and budget
              and budget >= top else f"its {steps}-step budget")
-    return (f"{head} had not solved {gap} when {limit} ran out ({counts}: budget-limited, not "
-            f"a failure; {_settling(v, gap, budget, trials, top)})")
+    learning = at is not None and frontier_rules.could_still_solve(
+        fc, list(seed_outcomes(at).values()))
+    why = ("" if learning else
+           f"; after {steps} steps{fair}, too short a budget to call it stuck")
+    return (f"{head} had not solved {gap} when {limit} ran out ({counts}{why}: budget-limited, "
+            f"not a failure; {_settling(v, gap, budget, trials, top, floor)})")
 
 
 def _law(v: str, trials: list[dict]) -> dict | None:
@@ -373,18 +380,21 @@ def _predicted(v: str, gap: int, trials: list[dict]) -> float | None:
     return None if law is None else float(f"{predicted_steps(law, gap):.2g}")
 
 
-def _settling(v: str, gap: int, budget: int | None, trials: list[dict], top) -> str:
+def _settling(v: str, gap: int, budget: int | None, trials: list[dict], top,
+              floor: int = 0) -> str:
     """What budget would settle a budget-limited boundary: the variant's steps-to-solve law
-    extrapolated to ``gap`` where it has one, else more than what was spent."""
+    extrapolated to ``gap`` where it has one (with a margin, and at least ``floor``: a budget
+    after which flat seeds count as stuck), else more than what was spent."""
     law = _law(v, trials)
     if law is not None and budget:
         need = _predicted(v, gap, trials)
         if need > budget:
             return (f"its steps-to-solve trend ({law['better']} law, gaps "
                     f"{law['gaps'][0]:g}–{law['gaps'][1]:g}) predicts about {need:,.0f} steps "
-                    f"at gap {gap}; frontier.max_budget: {math.ceil(need * 1.5):d} would "
-                    "settle it")
-    more = f"more than {_fmt_steps(budget)} steps" if budget else "more steps"
+                    f"at gap {gap}; frontier.max_budget: {max(math.ceil(need * 1.5), floor):d} "
+                    "would settle it")
+    more = (f"at least {floor} steps" if budget and floor > budget else
+            f"more than {_fmt_steps(budget)} steps" if budget else "more steps")
     key = "frontier.max_budget" if top is not None else "frontier.max_budget (not set)"
     return f"{more} would settle it: raise {key}"
 

@@ -49,14 +49,26 @@ def _with_steps(trial: Trial, steps: int) -> Trial:
 
 def _boundaries(fc, found: dict, at: dict) -> dict:
     """Per variant name: (its :func:`frontier.boundary`, the steps its smallest unsolved
-    probe ended with); ``at``: variant name -> {gap: (seed outcomes, steps)}."""
+    probe ended with); ``at``: variant name -> {gap: (seed outcomes, steps, median steps to
+    solve if the probe was solved)}."""
     out = {}
     for name, result in found.items():
-        outcomes, steps = at.get(name, {}).get(result.smallest_unsolved, (None, None))
+        probes = at.get(name, {})
+        outcomes, steps, _ = probes.get(result.smallest_unsolved, (None, None, None))
         if result.smallest_unsolved is None and result.largest_solved is not None:
-            steps = at.get(name, {}).get(result.largest_solved, (None, None))[1]
-        out[name] = (frontier.boundary(fc, result, outcomes), steps)
+            steps = probes.get(result.largest_solved, (None, None, None))[1]
+        needed = max((m for g, (_, _, m) in probes.items() if m
+                      and (result.smallest_unsolved is None or g < result.smallest_unsolved)),
+                     default=None)
+        out[name] = (frontier.boundary(fc, result, outcomes, steps, needed), steps)
     return out
+
+
+def _solved_steps(fc, summary: TrialSummary) -> float | None:
+    """A probe's median steps to solve when it counts as solved, else None."""
+    if summary.solved_fraction >= fc.min_solved - 1e-12:
+        return summary.median_steps_to_solve
+    return None
 
 
 class FrontierSearch:
@@ -81,7 +93,7 @@ class FrontierSearch:
                  run_dir: Path | None = None, resume: bool = False):
         self.cfg, self.fc = cfg, fc
         self.run_dir = run_dir if resume else None
-        self._at: dict[str, dict[int, tuple[list[str], int]]] = {}  # outcomes, steps per gap
+        self._at: dict[str, dict[int, tuple]] = {}  # per gap: outcomes, steps, steps to solve
         self._needed: dict[str, float] = {}  # the most steps a solved probe took, per variant
         self.variants = list(variants)[rank::count]
         self.upfront = tuple(probe(cfg, fc, v, fc.start, 0) for v in variants)
@@ -127,7 +139,8 @@ class FrontierSearch:
         self._summaries.pop(trial.name, None)  # told again (more steps): the newer result
         self._summaries[trial.name] = summary
         outcomes = list(_outcomes(self.run_dir, trial, summary).values())
-        self._at.setdefault(v.name, {})[int(trial.gap)] = (outcomes, trial.cfg.train.steps)
+        self._at.setdefault(v.name, {})[int(trial.gap)] = (
+            outcomes, trial.cfg.train.steps, _solved_steps(self.fc, summary))
         tc = trial.cfg.train
         if summary.solved_fraction < self.fc.min_solved - 1e-12:
             fair = frontier.fair_budget(self.fc, self._needed.get(v.name))
@@ -177,7 +190,8 @@ class FrontierSearch:
                 if summary is None:
                     break
                 outcomes = list(_outcomes(run_dir, trial, summary).values())
-                at.setdefault(variant.name, {})[gap] = (outcomes, summary.steps)
+                at.setdefault(variant.name, {})[gap] = (outcomes, summary.steps,
+                                                        _solved_steps(fc, summary))
                 known[gap] = summary.solved_fraction
         boundaries = _boundaries(fc, results, at)
         return Replay(tuple(entries), fc,
