@@ -102,3 +102,17 @@ def test_the_cache_is_split_by_machine_and_auto_honours_the_environment(monkeypa
     assert compile_cache.resolve(None) is None
     monkeypatch.setenv(compile_cache.ENV, str(tmp_path / "env"))
     assert compile_cache.resolve(None) == tmp_path / "env" / tag
+
+
+def test_the_size_bounded_cache_s_lock_package_is_a_dependency_of_lstmjax():
+    """JAX's size-bounded cache (`jax_compilation_cache_max_size`, which ``enable`` sets)
+    locks its entries with `filelock`; without it every cache read fails with a warning.
+    The test extra brings it through torch, so the suite alone would not notice: a clean
+    `make run` (base install) did."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {d.split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
+             for d in deps}
+    assert "filelock" in names

@@ -104,10 +104,18 @@ def enable(setting: str | os.PathLike | None = None) -> Path | None:
     jax.config.update("jax_compilation_cache_dir", str(path))
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
+    if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ and _has_filelock():
+        # (JAX's size-bounded cache locks with `filelock`, a dependency of lstmjax; without
+        # it every cache read fails, so the cache is then left unbounded rather than broken)
         jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
     compilation_cache.reset_cache()  # a compile before this call must not keep it off
     return path
+
+
+def _has_filelock() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("filelock") is not None
 
 
 class CompileMeter:
