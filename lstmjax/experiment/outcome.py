@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["OUTCOMES", "classify", "log_loss_trend", "seed_outcomes"]
+__all__ = ["OUTCOMES", "classify", "log_loss_trend", "eval_curves", "seed_outcomes"]
 
 # (+ "pruned": a seed of a trial stopped by a search's pruner, unsolved and not diverged --
 # set by the report from the trial's summary, not by classify)
@@ -89,6 +89,18 @@ def classify(steps: Sequence[int], losses: Sequence[float | None], chance_loss: 
     return "stuck" if level >= NEAR_CHANCE * chance_loss else "plateau"
 
 
+def eval_curves(lines: Sequence[dict]) -> dict[int, tuple[list, list]]:
+    """Per seed, ``(steps, losses)`` of its evaluations, from metric lines (those with a
+    ``loss``), in order: what :func:`classify` reads."""
+    curves: dict[int, tuple[list, list]] = {}
+    for line in lines:
+        if "loss" in line:
+            steps, losses = curves.setdefault(line["seed"], ([], []))
+            steps.append(line["step"])
+            losses.append(line["loss"])
+    return curves
+
+
 def seed_outcomes(summary, lines: Sequence[dict] | None = None) -> dict[int, str]:
     """Per seed of a finished trial (its :class:`~lstmjax.experiment.summary.TrialSummary`),
     its outcome: as recorded in the summary, or -- for a summary written before outcomes were
@@ -96,12 +108,7 @@ def seed_outcomes(summary, lines: Sequence[dict] | None = None) -> dict[int, str
     if summary.per_seed and all(r.outcome is not None for r in summary.per_seed):
         found = {r.seed: r.outcome for r in summary.per_seed}
     else:
-        curves: dict[int, tuple[list, list]] = {}
-        for line in lines or ():
-            if "loss" in line:
-                steps, losses = curves.setdefault(line["seed"], ([], []))
-                steps.append(line["step"])
-                losses.append(line["loss"])
+        curves = eval_curves(lines or ())
         found = {r.seed: classify(*curves.get(r.seed, ([], [])), summary.chance_loss,
                                   solved=r.solved, diverged=r.diverged or r.blew_up)
                  for r in summary.per_seed}

@@ -211,25 +211,6 @@ def _end_interval(r: dict, end: str) -> str:
     return f" ({frac:.0%} solved, 95% CI {lo:.0%}–{hi:.0%})"
 
 
-# A gap of a grid counts as solved when this fraction of its seeds solve it (a grid has no
-# frontier.min_solved of its own; this is that setting's default).
-GRID_MIN_SOLVED = FrontierConfig.model_fields["min_solved"].default
-
-
-def _largest_solved_in_grid(trials: list[dict]) -> dict[str, tuple]:
-    """Per variant in a grid: (largest gap with at least :data:`GRID_MIN_SOLVED` of its seeds
-    solved, the smallest larger gap that is not, the gaps tried)."""
-    out = {}
-    for v in dict.fromkeys(t["variant"] for t in trials):
-        done = sorted((t["gap"], t["summary"].solved_fraction) for t in trials
-                      if t["variant"] == v and t["summary"] is not None)
-        solved = [g for g, f in done if f >= GRID_MIN_SOLVED]
-        largest = max(solved) if solved else None
-        above = [g for g, f in done if f < GRID_MIN_SOLVED and (largest is None or g > largest)]
-        out[v] = (largest, min(above) if above else None, [g for g, _ in done])
-    return out
-
-
 def finding(cfg, trials: list[dict], frontier_rows: list[dict] | None,
             run_dir: str | os.PathLike | None = None, fc: FrontierConfig | None = None) -> str:
     """One sentence stating the result, generated from the numbers: which variant bridges the
@@ -254,7 +235,7 @@ def finding(cfg, trials: list[dict], frontier_rows: list[dict] | None,
         if not done:
             return f"On {cfg.task.name} no probe of the gap frontier has finished yet. {note}"
     else:
-        per = {v: (a, b) for v, (a, b, _) in _largest_solved_in_grid(trials).items()}
+        per = why.boundary_gaps(trials)
         running = {t["variant"] for t in trials if t["summary"] is None}
         finished = sum(t["summary"] is not None for t in trials)
         note = (f"The run is incomplete: {finished} of {len(trials)} trials finished; resume "

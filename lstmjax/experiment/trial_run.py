@@ -19,7 +19,7 @@ from lstmjax._io import atomic_write_text, remove_stale_temporaries
 from lstmjax.experiment import loggers
 from lstmjax.experiment.config import to_dict
 from lstmjax.experiment.diagnose import Diagnoser
-from lstmjax.experiment.outcome import classify
+from lstmjax.experiment.outcome import classify, eval_curves
 from lstmjax.experiment.progress import Reporter, position_label
 from lstmjax.experiment.rundir import (
     CHECKPOINT_DIR,
@@ -313,13 +313,9 @@ def _summarise(trial: Trial, task, state, lines: list[dict], seeds: list[int]) -
     diverged_step = np.asarray(state.diverged_step)
     updates = np.asarray(state.updates)
     last: dict[int, dict] = {}
-    curves: dict[int, tuple[list, list]] = {}
     for line in lines:
         last[line["seed"]] = line
-        if "loss" in line:
-            steps, losses = curves.setdefault(line["seed"], ([], []))
-            steps.append(line["step"])
-            losses.append(line["loss"])
+    curves = eval_curves(lines)
     per_seed = []
     factor = trial.cfg.train.blowup_factor
     for i, seed in enumerate(seeds):
