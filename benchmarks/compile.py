@@ -120,10 +120,36 @@ class Program:
             self.args = (out[0],)
 
 
+class _Options:
+    """A jitted function whose ``lower(...).compile()`` passes ``options`` (as the experiment
+    layer compiles its chunk and initialiser: :func:`~lstmjax.experiment.compile_cache.
+    compiler_options`); calling it runs the plain jitted function."""
+
+    def __init__(self, jitted, options: dict):
+        self.jitted, self.options = jitted, options
+
+    def __call__(self, *args):
+        return self.jitted(*args)
+
+    def lower(self, *args):
+        lowered = self.jitted.lower(*args)
+        options = self.options
+
+        class _Lowered:
+            def as_text(self):
+                return lowered.as_text()
+
+            def compile(self):
+                return lowered.compile(compiler_options=options)
+
+        return _Lowered()
+
+
 def programs(cell: str, s: Setup) -> list[Program]:
     """The four programs of one (cell, config), each built as the experiment layer does."""
     import jax
 
+    from lstmjax.experiment.compile_cache import compiler_options
     from lstmjax.experiment.diagnose import Diagnoser
     from lstmjax.experiment.job import _init_args, seeds_in_one_program
     from lstmjax.experiment.trial_run import length_eval_program
@@ -135,7 +161,7 @@ def programs(cell: str, s: Setup) -> list[Program]:
         return make_trainer(cfg)
 
     def init_program(tr):
-        return jax.jit(jax.vmap(tr.init, in_axes=(0, 0)))
+        return _Options(jax.jit(jax.vmap(tr.init, in_axes=(0, 0))), compiler_options("once"))
 
     args = _init_args(cfg)
     state0 = init_program(trainer())(*args)
@@ -143,7 +169,7 @@ def programs(cell: str, s: Setup) -> list[Program]:
     def chunk():
         tr = trainer()
         fn = jax.jit(seeds_in_one_program(tr.chunk, cfg.train.vmap_seeds), donate_argnums=0)
-        return fn, (jax.tree.map(lambda a: a.copy(), state0),)
+        return _Options(fn, compiler_options()), (jax.tree.map(lambda a: a.copy(), state0),)
 
     def evaluation():
         tr = trainer()

@@ -116,3 +116,41 @@ def test_the_size_bounded_cache_s_lock_package_is_a_dependency_of_lstmjax():
     names = {d.split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
              for d in deps}
     assert "filelock" in names
+
+
+def test_programs_compile_at_xla_cpu_level_1_and_the_initialiser_at_0(monkeypatch, tmp_path):
+    # the level is a per-program option; XLA_FLAGS naming it wins (this suite sets level 0)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    assert compile_cache.compiler_options() == {}
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    assert compile_cache.compiler_options() == {"xla_backend_optimization_level": 1}
+    assert compile_cache.compiler_options("once") == {"xla_backend_optimization_level": 0}
+    # an experiment compiled with those options trains to the numbers of the suite's own
+    # level-0 programs (an independent compile of the same math; float tolerance)
+    import lstmjax as lj
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY.replace("steps: 10,", "steps: 30,"))
+    cfg = lj.experiment.load_config(path)
+    import jax
+
+    seen, compile_ = [], jax.stages.Lowered.compile
+
+    def spy(self, compiler_options=None, **kw):  # what the chunk and initialiser asked for
+        seen.append(dict(compiler_options or {}))
+        return compile_(self, compiler_options=compiler_options, **kw)
+
+    monkeypatch.setattr(jax.stages.Lowered, "compile", spy)
+    runs = {}
+    for name in ("level1", "level0"):
+        if name == "level0":
+            monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+        lj.experiment.run(cfg, out_dir=tmp_path / name, compile_cache="off", report=False)
+        runs[name] = lj.experiment.read_metrics(tmp_path / name / "default" / "metrics.jsonl")
+    assert {"xla_backend_optimization_level": 1} in seen  # the chunk
+    assert {"xla_backend_optimization_level": 0} in seen  # the initialiser
+    steps = [m["step"] for m in runs["level1"]]
+    assert steps == [m["step"] for m in runs["level0"]] == [10, 20, 30]
+    for a, b in zip(runs["level1"], runs["level0"], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)

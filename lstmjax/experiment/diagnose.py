@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lstmjax.experiment.compile_cache import compiler_options
 from lstmjax.experiment.progress import Reporter, make_reporter
 from lstmjax.experiment.rundir import (
     CHECKPOINT_DIR,
@@ -58,7 +59,8 @@ class Diagnoser:
         self.seeds = list(cfg.train.seeds)
         self.keys_S = jnp.stack([jax.random.PRNGKey(s) for s in self.seeds])
         self._compute = jax.jit(lambda params_S, keys_S: jax.lax.map(
-            lambda args: self._one(*args), (params_S, keys_S)))
+            lambda args: self._one(*args), (params_S, keys_S)),
+            compiler_options=compiler_options())
 
     def _one(self, params, key):
         """One seed's (GradientFlow, GateStats, dependency lags [B]) on its batch drawn from
@@ -177,7 +179,8 @@ def _diagnose_trial(tdir: Path, trial) -> str | tuple[int, bool]:
     trainer = make_trainer(trial.cfg)
     keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
     lr = jnp.float32(trial.cfg.train.learning_rate)
-    state0 = jax.jit(jax.vmap(trainer.init, in_axes=(0, None)))(keys, lr)
+    state0 = jax.jit(jax.vmap(trainer.init, in_axes=(0, None)),
+                     compiler_options=compiler_options("once"))(keys, lr)
     diag = Diagnoser(trainer, trial.cfg)
     new = []
     if missing(0):

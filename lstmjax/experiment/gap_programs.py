@@ -69,6 +69,7 @@ def shared_chunk(cfg, cache: dict, abstract, placement):
     import numpy as np
     from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
+    from lstmjax.experiment.compile_cache import compiler_options
     from lstmjax.train import make_trainer
 
     buffer = buffer_length(cfg)
@@ -91,7 +92,7 @@ def shared_chunk(cfg, cache: dict, abstract, placement):
                 return jax.lax.map(lambda s: one(s, length, total), state)
         scalar_shape = jax.ShapeDtypeStruct((), jnp.int32, sharding=scalar)
         cache[key] = jax.jit(chunk_at, donate_argnums=0).lower(
-            abstract, scalar_shape, scalar_shape).compile()
+            abstract, scalar_shape, scalar_shape).compile(compiler_options=compiler_options())
     exe = cache[key]
     length = np.int32(cfg.task.length)
     if scalar is not None:

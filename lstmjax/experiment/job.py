@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from lstmjax.experiment import loggers
+from lstmjax.experiment.compile_cache import compiler_options
 from lstmjax.experiment.diagnose import Diagnoser
 from lstmjax.experiment.gap_programs import shared_chunk
 from lstmjax.experiment.progress import Reporter
@@ -114,8 +115,9 @@ def compile_job(job: Job, cache: dict | None = None, placement: Placement = DEFA
     budget = jax.ShapeDtypeStruct((), jax.numpy.int32)
     # a frontier's gaps share one program (the gap a runtime value): gap_programs
     shared = shared_chunk(cfg, cache if cache is not None else {}, abstract, placement)
-    return CompiledTrial(trainer, init, shared or chunk.lower(abstract, budget).compile(),
-                         time.monotonic() - t0, args)
+    if shared is None:
+        shared = chunk.lower(abstract, budget).compile(compiler_options=compiler_options())
+    return CompiledTrial(trainer, init, shared, time.monotonic() - t0, args)
 
 
 def _seeds_to_budget(chunk_to, vmap: bool = True):
@@ -177,7 +179,8 @@ def _cached_init(trainer, cfg: ExperimentConfig, cache: dict, args, *, sharding=
     if key not in cache:
         init = jax.jit(jax.vmap(trainer.init, in_axes=(0, 0)),
                        **({} if sharding is None else {"out_shardings": sharding}))
-        cache[key] = (init.lower(*args).compile(), init.eval_shape(*args))
+        cache[key] = (init.lower(*args).compile(compiler_options=compiler_options("once")),
+                      init.eval_shape(*args))
     return cache[key]
 
 

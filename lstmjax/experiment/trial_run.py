@@ -232,6 +232,7 @@ def length_eval_program(trainer, cfg: ExperimentConfig, length: int):
 
     from lstmjax import tasks
     from lstmjax._util import hashable
+    from lstmjax.experiment.compile_cache import compiler_options
 
     batch_size = cfg.eval.batch_size or cfg.train.eval_batch_size
     task = tasks.make(cfg.task.name, length=length, **hashable(cfg.task.params))
@@ -242,7 +243,7 @@ def length_eval_program(trainer, cfg: ExperimentConfig, length: int):
         outputs = trainer.model.apply(params, batch.inputs, batch.lengths, None, True)
         return task.evaluate(outputs, batch)
 
-    return jax.jit(jax.vmap(one))
+    return jax.jit(jax.vmap(one), compiler_options=compiler_options())
 
 
 def _missing_evaluations(lines: list[dict], step: int, every: int) -> int:
