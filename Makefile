@@ -22,11 +22,16 @@ $(STAMP_TEST): pyproject.toml | $(BIN)/python
 run: $(STAMP_RUN)
 	$(BIN)/lstmjax run configs/quickstart.yaml --resume
 
+# one pytest-xdist worker per core, at most 4 (the suite is mostly single-threaded XLA compiles);
+# `make test TEST_WORKERS=0` runs it in one process
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: $(STAMP_TEST)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(XDIST)
 
 test-all: $(STAMP_TEST)
-	$(BIN)/python -m pytest -q -m ""
+	$(BIN)/python -m pytest -q -m "" $(XDIST)
 
 bench: $(STAMP_TEST)
 	$(BIN)/python -m benchmarks.run

@@ -10,12 +10,21 @@ import os
 # level 0 and runs ~7x slower). Numerics are unchanged in kind (parity tests keep their
 # tolerances). `LSTMJAX_TEST_XLA_OPT=default` keeps XLA's default; the slow tests that time or
 # train for long set their own environment.
+# pytest-xdist (`make test` runs the suite in one worker process per core) starts its workers
+# from the controller process, which imported this file first and changed the environment
+# below: each process starts from the XLA_FLAGS the suite was given.
+_GIVEN = "LSTMJAX_TEST_GIVEN_XLA_FLAGS"
+if _GIVEN in os.environ:
+    os.environ["XLA_FLAGS"] = os.environ[_GIVEN]
+else:
+    os.environ[_GIVEN] = os.environ.get("XLA_FLAGS", "")
 if os.environ.get("LSTMJAX_TEST_XLA_OPT", "0") != "default":
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + " --xla_backend_optimization_level=0").strip()
 
-# One XLA compilation cache for the whole session, subprocesses included: many tests build the
-# same tiny programs (the same cell on the same task), and a cache hit skips the compile.
+# One XLA compilation cache for the whole session, subprocesses and xdist workers included: many
+# tests build the same tiny programs (the same cell on the same task), and a cache hit skips the
+# compile. (The controller, which imports this file first, creates it and removes it at exit.)
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     import atexit
     import shutil
