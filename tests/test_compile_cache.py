@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lstmjax.experiment import compile_cache
@@ -154,3 +155,45 @@ def test_programs_compile_at_xla_cpu_level_1_and_the_initialiser_at_0(monkeypatc
     for a, b in zip(runs["level1"], runs["level0"], strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)
+
+
+DEVICES_SCRIPT = """\
+import json, sys
+import jax
+jax.config.update("jax_num_cpu_devices", 2)
+import jax.numpy as jnp
+from jax.sharding import SingleDeviceSharding
+from lstmjax.experiment import compile_cache
+if sys.argv[2] == "shared":
+    compile_cache.enable(sys.argv[1])
+else:  # JAX's own cache, as it keys CPU programs: per device
+    jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+out = {}
+for device in jax.devices():
+    x = jax.device_put(jnp.arange(6.0), device)
+    like = jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=SingleDeviceSharding(device))
+    with compile_cache.CompileMeter() as meter:
+        exe = jax.jit(lambda v: jnp.tanh(v) * v.sum()).lower(like).compile()
+    y = exe(x)
+    out[str(device.id)] = {"programs": meter.compiles, "on": [d.id for d in y.devices()],
+                           "y": y.tolist()}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("mode", ["shared", "per_device"])
+def test_a_program_cached_for_one_cpu_device_serves_the_others(tmp_path, mode):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE", "LSTMJAX_"))}
+    proc = subprocess.run([sys.executable, "-c", DEVICES_SCRIPT, str(tmp_path / "c"), mode],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    x = np.arange(6.0, dtype=np.float32)
+    for device in ("0", "1"):
+        assert out[device]["on"] == [int(device)]  # loaded for the device that asked
+        np.testing.assert_allclose(out[device]["y"], np.tanh(x) * x.sum(), rtol=1e-6)
+    assert out["0"]["programs"] == 1
+    # device 1 loads device 0's program; JAX alone keys it per device and compiles it again
+    assert out["1"]["programs"] == (0 if mode == "shared" else 1)

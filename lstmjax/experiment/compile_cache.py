@@ -23,7 +23,9 @@ per-program option, not global configuration).
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
+import inspect
 import os
 import platform
 import threading
@@ -91,6 +93,7 @@ def enable(setting: str | os.PathLike | None = None) -> Path | None:
     configured = jax.config.jax_compilation_cache_dir
     if text == "off":
         return None
+    share_across_cpu_devices()
     if text == "auto" and configured:
         return Path(configured)  # the user's own JAX cache
     path = resolve(text)
@@ -133,6 +136,53 @@ def compiler_options(runs: str = "train") -> dict[str, int]:
     if _LEVEL_FLAG in os.environ.get("XLA_FLAGS", "") or jax.default_backend() != "cpu":
         return {}
     return {_LEVEL_FLAG: _LEVEL[runs]}
+
+
+_ON_CPU: contextvars.ContextVar[bool] = contextvars.ContextVar("lstmjax_cpu_key", default=False)
+
+
+def share_across_cpu_devices() -> bool:
+    """Let one CPU device's cached program serve another's: JAX's cache key includes the
+    program's device assignment (``cpu:0`` and ``cpu:1`` are two entries) except on GPUs, where
+    it is left out and the executable is loaded with the requesting compile's own assignment.
+    ``lstmjax run`` splits the CPU into one device per core and a trial trains on whichever
+    device comes free, so without this a repeated run compiled again every program that landed
+    on the other device (half of them). Process-global: called at the entry points, with
+    :func:`enable`. It wraps two private JAX functions (``jax._src.cache_key``); where they are
+    not as expected it changes nothing and returns False (the cache then works per device)."""
+    try:
+        from jax._src import cache_key
+    except ImportError:
+        return False
+    get, hash_options = (getattr(cache_key, "get", None),
+                         getattr(cache_key, "_hash_serialized_compile_options", None))
+    if get is None or hash_options is None:
+        return False
+    if getattr(get, "_lstmjax", False):
+        return True
+    try:
+        params = list(inspect.signature(hash_options).parameters)
+        backend_at = list(inspect.signature(get).parameters).index("backend")
+    except (TypeError, ValueError):
+        return False
+    if params[-1:] != ["strip_device_assignment"]:
+        return False
+
+    def keyed(*args, **kwargs):
+        backend = kwargs["backend"] if "backend" in kwargs else args[backend_at]
+        token = _ON_CPU.set(getattr(backend, "platform", "") == "cpu")
+        try:
+            return get(*args, **kwargs)
+        finally:
+            _ON_CPU.reset(token)
+
+    def options_hashed(hash_obj, compile_options, strip_device_assignment=False):
+        return hash_options(hash_obj, compile_options,
+                            strip_device_assignment=strip_device_assignment or _ON_CPU.get())
+
+    keyed._lstmjax = True
+    cache_key.get, cache_key._hash_serialized_compile_options = keyed, options_hashed
+    return True
 
 
 def _has_filelock() -> bool:
