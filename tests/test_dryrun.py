@@ -233,3 +233,17 @@ def test_dry_run_resume_of_a_frontier_lists_its_probes_and_the_next_one(
     assert lines["variant-rnn__length-57"].endswith("[finished]")
     assert "variant-lstm__length-48" not in lines  # decided only once 57 is known
     assert _snapshot(run_dir) == before
+
+
+def test_dry_run_counts_one_training_program_per_variant_when_the_gaps_share_it(capsys):
+    config = str(ROOT / "configs" / "quickstart.yaml")
+    counts = {}
+    for shared in ("false", "true"):
+        assert cli.main(["run", config, "--dry-run", "--set",
+                         f"frontier.shared_program={shared}"]) == 0
+        line = next(ln for ln in capsys.readouterr().out.splitlines()
+                    if ln.startswith("programs to compile:"))
+        counts[shared] = int(line.split("up to ")[1].split()[0])
+    raw = yaml.safe_load(Path(config).read_text())
+    assert counts == {"false": 8 * len(raw["sweep"]["variant"]),  # up to 8 probes each
+                      "true": len(raw["sweep"]["variant"])}

@@ -221,12 +221,14 @@ def _first_asks(cfg: ExperimentConfig, state: str | None) -> list[tuple[Trial, P
 def _programs(cfg: ExperimentConfig, kind: str, found, plan: dict, count: int,
               exact: bool) -> dict:
     """The programs a run compiles: a training chunk per job (:func:`make_jobs`; a frontier
-    or a study: up to one per trial still to train, ``count``), an initialiser per distinct
+    or a study: up to one per trial still to train, ``count``; a frontier whose gaps share a
+    program, :mod:`.gap_programs`: one per variant), an initialiser per distinct
     :func:`init_key`, a
     diagnostics program per job (``diagnostics:``) and one per ``eval.lengths`` value per
     trial."""
     from lstmjax import tasks
     from lstmjax._util import hashable
+    from lstmjax.experiment.gap_programs import buffer_length
 
     if exact:
         jobs = make_jobs(list(found.upfront), {k: str(v) for k, v in plan.items()})
@@ -237,6 +239,8 @@ def _programs(cfg: ExperimentConfig, kind: str, found, plan: dict, count: int,
         training = count
         firsts = [(t, len(t.cfg.train.seeds)) for t in found.upfront]
         trained = None
+        if kind == "frontier" and all(buffer_length(t.cfg) is not None for t in found.upfront):
+            training = min(count, len(found.upfront))  # one per variant, shared by its gaps
     keys = set()
     for t, seeds in firsts:
         task = tasks.make(t.cfg.task.name, length=t.cfg.task.length, **hashable(t.cfg.task.params))
