@@ -183,3 +183,46 @@ def test_a_probe_trains_the_same_in_the_shared_program_as_in_its_own():
     assert_same_math(results[0], results[1], ulps=256)
     losses = [np.asarray([m["train_loss"] for m in r[1]]) for r in results]
     assert np.isfinite(losses[0]).all() and (losses[0][1] != losses[0][0]).all()  # it trained
+
+
+def test_a_probe_s_diagnostics_from_the_shared_program_equal_its_own():
+    """The diagnostics program of a frontier sharing its gaps' programs: gap 6 and gap 12 run
+    the one program compiled for the buffer (32; the second gap compiles nothing), and each
+    probe's lines equal those of a program compiled for that gap alone -- the same lags, gains
+    and gate statistics to float tolerance (the padded steps are masked), the same dependency
+    lags."""
+    from lstmjax.experiment.compile_cache import CompileMeter
+    from lstmjax.experiment.diagnose import Diagnoser
+    from lstmjax.experiment.gap_programs import shared_diagnoser
+    from lstmjax.train import make_trainer
+
+    cfg = _frontier_cfg()
+    cfg = cfg.model_copy(update={"diagnostics": from_dict({
+        "name": "d", "task": {"name": "adding", "length": 4},
+        "diagnostics": {"every": 5, "batch_size": 4}}).diagnostics})
+    variant = next(v for v in expand(cfg) if v.variant == "lstm")
+    shared_cache: dict = {}
+    for i, gap in enumerate([6, 12]):
+        trial = probe(cfg, cfg.frontier, variant, gap, i)
+        compiled = compile_job(Job((trial,)), cache)
+        state = compiled.init(*compiled.init_args)
+        with CompileMeter() as meter:
+            got = shared_diagnoser(trial.cfg, shared_cache).lines(state, 0)
+        if i == 1:
+            assert meter.requests == 0  # the gap-6 program, called with gap 12
+        want = Diagnoser(make_trainer(trial.cfg), trial.cfg).lines(state, 0)
+        assert [(d["step"], d["seed"]) for d in got] == [(d["step"], d["seed"]) for d in want]
+        for g, w in zip(got, want, strict=True):
+            assert g["dependency_lags"] == w["dependency_lags"]
+            assert g["gradient_flow"]["lag"] == w["gradient_flow"]["lag"]
+            assert len(w["gradient_flow"]["lag"]) >= gap
+            gains = [np.asarray([np.nan if v is None else v for v in d["gradient_flow"][
+                "log10_gain"]]) for d in (g, w)]
+            np.testing.assert_allclose(gains[0], gains[1], rtol=1e-4, atol=1e-4)
+            flat = [jax.tree.leaves(d["gates"]) for d in (g, w)]
+            assert len(flat[0]) == len(flat[1]) > 0
+            for a, b in zip(*flat, strict=True):
+                if isinstance(b, str):
+                    assert a == b
+                else:
+                    assert a == pytest.approx(b, rel=1e-4, abs=1e-6, nan_ok=True)

@@ -44,9 +44,14 @@ class Diagnoser:
 
     One compiled program per trial: each seed's fixed batch is drawn and its
     ``gradient_flow`` and ``gate_stats`` computed inside it, the seeds one after another
-    (``lax.map``: the program is the size of one seed's) -- not a compile per small eager op."""
+    (``lax.map``: the program is the size of one seed's) -- not a compile per small eager op.
 
-    def __init__(self, trainer, cfg):
+    With ``traced_length=True`` (``trainer`` built at a buffer length, see
+    :mod:`lstmjax.experiment.gap_programs`) the program takes the gap as an argument and draws
+    the batch with ``task.sample_at``: one program serves every gap up to the buffer's, and
+    :meth:`at_length` gives a trial's view of it (its lines trimmed to its own lags)."""
+
+    def __init__(self, trainer, cfg, traced_length: bool = False):
         import jax
         import jax.numpy as jnp
 
@@ -58,18 +63,37 @@ class Diagnoser:
         self.task = trainer.task
         self.seeds = list(cfg.train.seeds)
         self.keys_S = jnp.stack([jax.random.PRNGKey(s) for s in self.seeds])
-        self._compute = jax.jit(lambda params_S, keys_S: jax.lax.map(
-            lambda args: self._one(*args), (params_S, keys_S)),
-            compiler_options=compiler_options())
+        self._length, self._lags = None, None  # (set by at_length)
+        if traced_length:
+            self._compute = jax.jit(lambda params_S, keys_S, length: jax.lax.map(
+                lambda args: self._one(*args, length), (params_S, keys_S)),
+                compiler_options=compiler_options())
+        else:
+            self._compute = jax.jit(lambda params_S, keys_S: jax.lax.map(
+                lambda args: self._one(*args), (params_S, keys_S)),
+                compiler_options=compiler_options())
 
-    def _one(self, params, key):
+    def at_length(self, length: int, lags: int) -> Diagnoser:
+        """This traced-length diagnoser for one trial: the gap ``length`` and the number of lags
+        its own program would report (its sequence length); shares the compiled program."""
+        import copy
+
+        import numpy as np
+
+        view = copy.copy(self)
+        view._length, view._lags = np.int32(length), int(lags)
+        return view
+
+    def _one(self, params, key, length=None):
         """One seed's (GradientFlow, GateStats, dependency lags [B]) on its batch drawn from
-        ``fold_in(key, 3)``."""
+        ``fold_in(key, 3)`` (at the traced gap ``length`` when given)."""
         import jax
 
         from lstmjax import diagnostics
 
-        batch = self.task.sample(jax.random.fold_in(key, 3), self.batch_size)
+        key3 = jax.random.fold_in(key, 3)
+        batch = (self.task.sample(key3, self.batch_size) if length is None
+                 else self.task.sample_at(key3, self.batch_size, length))
         g = diagnostics.gradient_flow(self.cell, params, batch.inputs, seq_lengths=batch.lengths,
                                       num_probes=self.num_probes, key=key)
         s = diagnostics.gate_stats(self.cell, params, batch.inputs, seq_lengths=batch.lengths)
@@ -84,11 +108,12 @@ class Diagnoser:
     def lines(self, state, step: int) -> list[dict]:
         import jax
 
+        args = (state.params["rnn"][0][0], self.keys_S)
         flows, stats, lags = jax.device_get(
-            self._compute(state.params["rnn"][0][0], self.keys_S))
+            self._compute(*args) if self._length is None else self._compute(*args, self._length))
         out = []
         for i, seed in enumerate(self.seeds):
-            flow = jax.tree.map(lambda x, i=i: x[i], flows).to_dict()
+            flow = jax.tree.map(lambda x, i=i: x[i][:self._lags], flows).to_dict()
             flow["log10_gain"] = [None if v is None else round(v, 4) for v in flow["log10_gain"]]
             gates = jax.tree.map(lambda x, i=i: x[i], stats).to_dict()
             out.append({"step": step, "seed": seed, "gradient_flow": flow, "gates": gates,

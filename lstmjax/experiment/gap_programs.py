@@ -5,7 +5,8 @@ With ``frontier.shared_program: true``, where the task can draw a *traced* lengt
 fixed buffer (``task.traced_length``: :meth:`lstmjax.tasks.base.Task.sample_at`), every
 probe of a variant runs the one chunk program compiled for the frontier's largest gap,
 ``frontier.max`` (:attr:`lstmjax.train.Trainer.chunk_at`, the gap a runtime argument),
-instead of a program per gap. The masked fast loops stop at the batch's last valid step
+instead of a program per gap, and its diagnostics (:func:`shared_diagnoser`) run one program
+too. The masked fast loops stop at the batch's last valid step
 (:mod:`lstmjax.fast`), so a short gap runs none of the buffer's padded steps; it still pays
 for the buffer-sized work outside the loops (the hoisted projection, the loops' zeroed
 buffers, the readout): 1.3-1.7x a gap's own step time in a buffer 2-8x longer, 3-8.5x in
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import json
 
-__all__ = ["buffer_length", "shared_chunk"]
+__all__ = ["buffer_length", "shared_chunk", "shared_diagnoser"]
 
 
 def buffer_length(cfg) -> int | None:
@@ -47,7 +48,7 @@ def _buffer_cfg(cfg, buffer: int):
     return cfg.model_copy(update={"task": task})
 
 
-def _program_key(cfg, buffer: int, seeds: int, where: str) -> str:
+def _program_key(cfg, buffer: int, seeds: int, where: str, program: str = "chunk") -> str:
     """What the shared program depends on: the trial's config at the buffer's gap (the name,
     search and output settings included: they are the same within a run), its seed count on
     the seed axis and its placement."""
@@ -57,7 +58,7 @@ def _program_key(cfg, buffer: int, seeds: int, where: str) -> str:
     raw["train"] = {k: v for k, v in raw["train"].items() if k != "steps"}  # a runtime value
     if cfg.train.schedule == "cosine":  # (unless the schedule is built from it)
         raw["train"]["steps"] = cfg.train.steps
-    return json.dumps(["chunk", raw, seeds, where], sort_keys=True, default=str)
+    return json.dumps([program, raw, seeds, where], sort_keys=True, default=str)
 
 
 def shared_chunk(cfg, cache: dict, abstract, placement):
@@ -104,3 +105,22 @@ def shared_chunk(cfg, cache: dict, abstract, placement):
         return exe(state, length, total)
 
     return chunk
+
+
+def shared_diagnoser(cfg, cache: dict):
+    """The :class:`~lstmjax.experiment.diagnose.Diagnoser` of ``cfg``'s trial running the
+    diagnostics program shared by every gap up to :func:`buffer_length` (built on first use and
+    kept in ``cache``; the gap a runtime argument, each line trimmed to the trial's own lags),
+    or None when the trial has its own program or records no diagnostics. Diagnostics run every
+    ``diagnostics.every`` steps, so the buffer's padded steps cost little there."""
+    from lstmjax.experiment.diagnose import Diagnoser
+    from lstmjax.train import make_task, make_trainer
+
+    buffer = buffer_length(cfg)
+    if buffer is None or cfg.diagnostics is None:
+        return None
+    key = _program_key(cfg, buffer, len(cfg.train.seeds), "", program="diagnostics")
+    if key not in cache:  # (the jitted program places itself where the state lives)
+        big = _buffer_cfg(cfg, buffer)
+        cache[key] = Diagnoser(make_trainer(big), big, traced_length=True)
+    return cache[key].at_length(cfg.task.length, make_task(cfg).seq_len)

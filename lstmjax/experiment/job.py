@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from lstmjax.experiment import loggers
 from lstmjax.experiment.compile_cache import compiler_options
 from lstmjax.experiment.diagnose import Diagnoser
-from lstmjax.experiment.gap_programs import shared_chunk
+from lstmjax.experiment.gap_programs import shared_chunk, shared_diagnoser
 from lstmjax.experiment.progress import Reporter
 from lstmjax.experiment.rundir import (
     CHECKPOINT_DIR,
@@ -207,7 +207,9 @@ def train_job(job: Job, ctx: JobContext, slot: Slot = Slot()) -> list[TrialSumma
     trainer, chunk = compiled.trainer, compiled.chunk
     cfg, tc = job.trials[0].cfg, job.trials[0].cfg.train
     fresh = compiled.init(*compiled.init_args)
-    diag = Diagnoser(trainer, cfg) if cfg.diagnostics is not None else None
+    diag = shared_diagnoser(cfg, ctx.cache)  # (a frontier's gaps sharing one program)
+    if diag is None and cfg.diagnostics is not None:
+        diag = Diagnoser(trainer, cfg)
     runs, lo = [], 0
     for trial in job.trials:
         hi = lo + len(trial.cfg.train.seeds)
