@@ -7,11 +7,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import textwrap
 from pathlib import Path
 
+from _fake_runs import new_run_dir
+
 from lstmjax._io import json_safe
-from lstmjax.experiment import expand, load_config, write_report
+from lstmjax.experiment import expand, write_report
 from lstmjax.experiment.config import to_dict
 from lstmjax.experiment.rundir import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, write_config
 from lstmjax.experiment.summary import SeedResult, TrialSummary
@@ -46,12 +47,7 @@ def _write_trial(run_dir: Path, trial, curve, solved: bool) -> None:
 
 
 def _run(tmp_path: Path, unsolved_curve, plots: bool = False) -> tuple[str, list[dict]]:
-    path = tmp_path / "fake.yaml"
-    path.write_text(textwrap.dedent(CONFIG))
-    cfg = load_config(path)
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    write_config(run_dir / CONFIG_FILE, to_dict(cfg))
+    cfg, run_dir = new_run_dir(tmp_path, CONFIG)
     short, long = expand(cfg)
     _write_trial(run_dir, short, [CHANCE * math.exp(-s / 300) for s in STEPS], solved=True)
     _write_trial(run_dir, long, unsolved_curve, solved=False)

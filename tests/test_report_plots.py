@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import math
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _fake_runs import new_run_dir
 
 from lstmjax._io import json_safe
-from lstmjax.experiment import expand, load_config, write_report
+from lstmjax.experiment import expand, write_report
 from lstmjax.experiment.config import to_dict
 from lstmjax.experiment.rundir import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, write_config
 from lstmjax.experiment.summary import SeedResult, TrialSummary
@@ -51,12 +51,7 @@ def _loss(k: int, gap: int, seed: int, step: int) -> float:
 
 def _fake_run(tmp_path: Path, text: str) -> tuple[Path, dict]:
     """A finished fake run; returns its directory and {(variant, gap): metrics lines}."""
-    path = tmp_path / "fake.yaml"
-    path.write_text(textwrap.dedent(text))
-    cfg = load_config(path)
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    write_config(run_dir / CONFIG_FILE, to_dict(cfg))
+    cfg, run_dir = new_run_dir(tmp_path, text)
     task, chance = cfg.task.name, CHANCE[cfg.task.name]
     written = {}
     variants = list(dict.fromkeys(t.variant for t in expand(cfg)))

@@ -8,16 +8,16 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import textwrap
 from pathlib import Path
 
 import jax
 import numpy as np
+from _fake_runs import new_run_dir
 
 import lstmjax as lj
 from lstmjax import diagnostics as dg
 from lstmjax._io import json_safe
-from lstmjax.experiment import expand, load_config, why, write_report
+from lstmjax.experiment import expand, why, write_report
 from lstmjax.experiment.config import to_dict
 from lstmjax.experiment.rundir import (
     CONFIG_FILE,
@@ -124,12 +124,7 @@ def _lines(cell: str, gap: int) -> list[dict]:
 
 
 def _fake_run(tmp_path: Path) -> Path:
-    path = tmp_path / "fake.yaml"
-    path.write_text(textwrap.dedent(CONFIG))
-    cfg = load_config(path)
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    write_config(run_dir / CONFIG_FILE, to_dict(cfg))
+    cfg, run_dir = new_run_dir(tmp_path, CONFIG)
     for trial in expand(cfg):
         cell, gap = trial.cfg.model.cell, trial.cfg.task.length
         tdir = run_dir / trial.name

@@ -64,14 +64,10 @@ class Diagnoser:
         self.seeds = list(cfg.train.seeds)
         self.keys_S = jnp.stack([jax.random.PRNGKey(s) for s in self.seeds])
         self._length, self._lags = None, None  # (set by at_length)
-        if traced_length:
-            self._compute = jax.jit(lambda params_S, keys_S, length: jax.lax.map(
-                lambda args: self._one(*args, length), (params_S, keys_S)),
-                compiler_options=compiler_options())
-        else:
-            self._compute = jax.jit(lambda params_S, keys_S: jax.lax.map(
-                lambda args: self._one(*args), (params_S, keys_S)),
-                compiler_options=compiler_options())
+        # (params_S, keys_S[, length]): the gap is an argument only with traced_length
+        self._compute = jax.jit(lambda params_S, keys_S, *length: jax.lax.map(
+            lambda args: self._one(*args, *length), (params_S, keys_S)),
+            compiler_options=compiler_options())
 
     def at_length(self, length: int, lags: int) -> Diagnoser:
         """This traced-length diagnoser for one trial: the gap ``length`` and the number of lags
@@ -108,9 +104,9 @@ class Diagnoser:
     def lines(self, state, step: int) -> list[dict]:
         import jax
 
-        args = (state.params["rnn"][0][0], self.keys_S)
+        length = () if self._length is None else (self._length,)
         flows, stats, lags = jax.device_get(
-            self._compute(*args) if self._length is None else self._compute(*args, self._length))
+            self._compute(state.params["rnn"][0][0], self.keys_S, *length))
         out = []
         for i, seed in enumerate(self.seeds):
             flow = jax.tree.map(lambda x, i=i: x[i][:self._lags], flows).to_dict()

@@ -376,11 +376,7 @@ def gradient_flow_plot(probes: list[Probe], cfg):
             n = probe_numbers(p)
             if n and n["lag"] is not None:
                 ax.axvline(n["lag"]["median"], color=color, ls=":", lw=1.2)
-        ax.set_title(v, fontsize="medium")
-        ax.set_xlabel("lag k (steps back from the last step)")
-        ax.set_ylabel("log10 gain of ∂s_T/∂s_(T-k)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small")
+        _label_panel(ax, v, "lag k (steps back from the last step)", "log10 gain of ∂s_T/∂s_(T-k)")
     fig.suptitle(f"{cfg.name}: gradient flow at each variant's boundary\n(median over seeds, "
                  "shaded: their range; dashed: initialisation; dotted: dependency lag)",
                  fontsize="medium")
@@ -420,15 +416,20 @@ def gates_plot(probes: list[Probe], cfg):
                            label=f"gap {p.gap}: dependency lag {n['lag']['median']}")
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
-        ax.set_title(v, fontsize="medium")
-        ax.set_xlabel("step")
-        ax.set_ylabel("memory time-scale τ (steps)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small")
+        _label_panel(ax, v, "step", "memory time-scale τ (steps)")
     fig.suptitle(f"{cfg.name}: keep-gate memory time-scale τ at each variant's boundary\n"
                  "(median over seeds; band: quantiles; dashed: dependency lag)",
                  fontsize="medium")
     return fig
+
+
+def _label_panel(ax, title: str, xlabel: str, ylabel: str) -> None:
+    """One variant's panel of the why-plots: its title, axis labels, grid and legend."""
+    ax.set_title(title, fontsize="medium")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small")
 
 
 def _nan_spread(a):
