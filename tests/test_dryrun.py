@@ -235,7 +235,11 @@ def test_dry_run_resume_of_a_frontier_lists_its_probes_and_the_next_one(
     assert _snapshot(run_dir) == before
 
 
-def test_dry_run_counts_one_training_program_per_variant_when_the_gaps_share_it(capsys):
+def test_dry_run_counts_the_programs_a_frontier_s_gaps_share(capsys):
+    """The quickstart (gaps 5 to 160): up to 8 probes per variant, each its own training
+    program; with ``shared_program`` one per variant and buffer that can hold a gap >= 5
+    (buffers 160, 40, 10, 3, 1 at ratio 4: three). Its diagnostics programs are shared either
+    way: one per variant."""
     config = str(ROOT / "configs" / "quickstart.yaml")
     counts = {}
     for shared in ("false", "true"):
@@ -243,7 +247,9 @@ def test_dry_run_counts_one_training_program_per_variant_when_the_gaps_share_it(
                          f"frontier.shared_program={shared}"]) == 0
         line = next(ln for ln in capsys.readouterr().out.splitlines()
                     if ln.startswith("programs to compile:"))
-        counts[shared] = int(line.split("up to ")[1].split()[0])
+        counts[shared] = (int(line.split("up to ")[1].split()[0]),
+                          int(line.split(" diagnostics")[0].rsplit(" ", 1)[1]))
     raw = yaml.safe_load(Path(config).read_text())
-    assert counts == {"false": 8 * len(raw["sweep"]["variant"]),  # up to 8 probes each
-                      "true": len(raw["sweep"]["variant"])}
+    variants = len(raw["sweep"]["variant"])
+    assert (raw["frontier"]["start"], raw["frontier"]["max"]) == (5, 160)
+    assert counts == {"false": (8 * variants, variants), "true": (3 * variants, variants)}

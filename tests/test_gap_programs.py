@@ -150,22 +150,46 @@ def test_frontier_compiles_one_training_program_per_cell():
         for v in variants:
             for i, gap in enumerate([4, 8, 16, 32, 12, 24]):
                 compile_job(Job((probe(cfg, cfg.frontier, v, gap, i),)), cache)
+    # buffers 32, 8, 2, 1 (frontier.buffer_ratio 4): gaps 4 and 8 share the 8-step program,
+    # 12 to 32 the 32-step one
     assert len(counted.names) <= 2 * len(variants), counted.names
-    assert len(counted.names) == len(variants)
+    assert len(counted.names) == 2 * len(variants)
+
+
+def test_a_gap_trains_in_the_smallest_buffer_that_holds_it():
+    """Buffers max, ceil(max / r), ceil(max / r**2), ... down to 1; a gap takes the smallest
+    that holds it, whatever other gaps the frontier probes; ``buffer_ratio: null`` keeps one
+    buffer (max); without ``shared_program`` a probe has its own program."""
+    from lstmjax.experiment.gap_programs import buffers
+
+    assert buffers(160, 4) == [160, 40, 10, 3, 1]
+    assert buffers(100, 3) == [100, 34, 12, 4, 2, 1]
+    assert buffers(160, None) == [160]
+    cfg = _frontier_cfg()
+
+    def buffer(gap, **frontier):
+        c = cfg.model_copy(update={"frontier": cfg.frontier.model_copy(update=frontier)})
+        variant = next(v for v in expand(c) if v.variant == "gru")
+        return buffer_length(probe(c, c.frontier, variant, gap, 0).cfg)
+
+    assert [buffer(g) for g in (2, 3, 8, 9, 31, 32, 40)] == [2, 8, 8, 32, 32, 32, 40]
+    assert [buffer(g, buffer_ratio=None) for g in (2, 9, 32)] == [32, 32, 32]
+    assert [buffer(g, buffer_ratio=2.0) for g in (3, 5, 9, 17)] == [4, 8, 16, 32]
+    assert buffer(9, shared_program=False) is None
 
 
 cache: dict = {}  # shared by the tests of this file, as a run's jobs share theirs
 
 
 def test_a_probe_trains_the_same_in_the_shared_program_as_in_its_own():
-    """A probe at gap 6 run by the frontier's program (buffer 32) and by a program compiled
-    for gap 6 alone: same batches (the draws are a function of seed, step and gap), same
+    """A probe at gap 12 run by the frontier's program (buffer 32) and by a program compiled
+    for gap 12 alone: same batches (the draws are a function of seed, step and gap), same
     arithmetic on the valid steps; the padded steps add exact zeros to sums that may associate
     differently, so the numbers agree to float32 tolerance (64 eps relative, compounded over
     10 Adam steps on a 4-unit LSTM: well below any real difference), not bit for bit."""
     cfg = _frontier_cfg()
     variant = next(v for v in expand(cfg) if v.variant == "lstm")
-    trial = probe(cfg, cfg.frontier, variant, 6, 0)
+    trial = probe(cfg, cfg.frontier, variant, 12, 0)
     alone = dataclasses.replace(trial, cfg=trial.cfg.model_copy(update={"frontier": None}))
     assert buffer_length(trial.cfg) == 32 and buffer_length(alone.cfg) is None
     results = []
@@ -186,18 +210,20 @@ def test_a_probe_trains_the_same_in_the_shared_program_as_in_its_own():
 
 
 def test_a_probe_s_diagnostics_from_the_shared_program_equal_its_own():
-    """The diagnostics program of a frontier sharing its gaps' programs: gap 6 and gap 12 run
-    the one program compiled for the buffer (32; the second gap compiles nothing), and each
-    probe's lines equal those of a program compiled for that gap alone -- the same lags, gains
-    and gate statistics to float tolerance (the padded steps are masked), the same dependency
-    lags."""
+    """A frontier's diagnostics program is shared by its gaps whether or not its training
+    programs are (``shared_program: false`` here): gap 6 and gap 12 run the one program
+    compiled for ``frontier.max`` (32; the second gap compiles nothing), and each probe's lines
+    equal those of a program compiled for that gap alone -- the same lags, gains and gate
+    statistics to float tolerance (the padded steps are masked), the same dependency lags. A
+    task that cannot draw traced lengths keeps a program per gap."""
     from lstmjax.experiment.compile_cache import CompileMeter
     from lstmjax.experiment.diagnose import Diagnoser
     from lstmjax.experiment.gap_programs import shared_diagnoser
     from lstmjax.train import make_trainer
 
     cfg = _frontier_cfg()
-    cfg = cfg.model_copy(update={"diagnostics": from_dict({
+    cfg = cfg.model_copy(update={"frontier": cfg.frontier.model_copy(
+        update={"shared_program": False}), "diagnostics": from_dict({
         "name": "d", "task": {"name": "adding", "length": 4},
         "diagnostics": {"every": 5, "batch_size": 4}}).diagnostics})
     variant = next(v for v in expand(cfg) if v.variant == "lstm")
@@ -226,3 +252,6 @@ def test_a_probe_s_diagnostics_from_the_shared_program_equal_its_own():
                     assert a == b
                 else:
                     assert a == pytest.approx(b, rel=1e-4, abs=1e-6, nan_ok=True)
+    other = trial.cfg.model_copy(update={"task": trial.cfg.task.model_copy(
+        update={"name": "copy"})})
+    assert shared_diagnoser(other, shared_cache) is None

@@ -221,14 +221,13 @@ def _first_asks(cfg: ExperimentConfig, state: str | None) -> list[tuple[Trial, P
 def _programs(cfg: ExperimentConfig, kind: str, found, plan: dict, count: int,
               exact: bool) -> dict:
     """The programs a run compiles: a training chunk per job (:func:`make_jobs`; a frontier
-    or a study: up to one per trial still to train, ``count``; a frontier whose gaps share a
-    program, :mod:`.gap_programs`: one per variant), an initialiser per distinct
-    :func:`init_key`, a
-    diagnostics program per job (``diagnostics:``) and one per ``eval.lengths`` value per
-    trial."""
+    or a study: up to one per trial still to train, ``count``; a frontier whose gaps share
+    programs, :mod:`.gap_programs`: one per variant and buffer), an initialiser per distinct
+    :func:`init_key`, a diagnostics program per job (``diagnostics:``; one per variant where a
+    frontier's gaps share it) and one per ``eval.lengths`` value per trial."""
     from lstmjax import tasks
     from lstmjax._util import hashable
-    from lstmjax.experiment.gap_programs import buffer_length
+    from lstmjax.experiment.gap_programs import buffer_length, buffers, diagnostics_buffer
 
     if exact:
         jobs = make_jobs(list(found.upfront), {k: str(v) for k, v in plan.items()})
@@ -239,8 +238,15 @@ def _programs(cfg: ExperimentConfig, kind: str, found, plan: dict, count: int,
         training = count
         firsts = [(t, len(t.cfg.train.seeds)) for t in found.upfront]
         trained = None
-        if kind == "frontier" and all(buffer_length(t.cfg) is not None for t in found.upfront):
-            training = min(count, len(found.upfront))  # one per variant, shared by its gaps
+    diagnostics = training if cfg.diagnostics is not None else 0
+    if not exact and kind == "frontier":
+        variants = len(found.upfront)
+        if all(buffer_length(t.cfg) is not None for t in found.upfront):
+            fc = found.fc  # one per variant and buffer that can hold a gap from start up
+            held = sum(b >= fc.start for b in buffers(fc.max, fc.buffer_ratio))
+            training = min(count, variants * held)
+        if diagnostics and all(diagnostics_buffer(t.cfg) is not None for t in found.upfront):
+            diagnostics = min(count, variants)  # one per variant, shared by its gaps
     keys = set()
     for t, seeds in firsts:
         task = tasks.make(t.cfg.task.name, length=t.cfg.task.length, **hashable(t.cfg.task.params))
@@ -248,7 +254,7 @@ def _programs(cfg: ExperimentConfig, kind: str, found, plan: dict, count: int,
     lengths = len(cfg.eval.lengths) if cfg.eval is not None else 0
     return {"training": training,
             "initialisers": count if kind == "optuna" else len(keys),
-            "diagnostics": training if cfg.diagnostics is not None else 0,
+            "diagnostics": diagnostics,
             "length_evaluations": lengths * (len(trained) if trained is not None else count),
             "exact": exact}
 

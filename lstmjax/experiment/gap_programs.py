@@ -1,46 +1,87 @@
-"""One compiled training program for many gaps.
+"""Compiled programs shared by many gaps.
 
 A frontier over ``task.length`` trains the same model on the same task family at many gaps.
-With ``frontier.shared_program: true``, where the task can draw a *traced* length into a
-fixed buffer (``task.traced_length``: :meth:`lstmjax.tasks.base.Task.sample_at`), every
-probe of a variant runs the one chunk program compiled for the frontier's largest gap,
-``frontier.max`` (:attr:`lstmjax.train.Trainer.chunk_at`, the gap a runtime argument),
-instead of a program per gap, and its diagnostics (:func:`shared_diagnoser`) run one program
-too. The masked fast loops stop at the batch's last valid step
-(:mod:`lstmjax.fast`), so a short gap runs none of the buffer's padded steps; it still pays
-for the buffer-sized work outside the loops (the hoisted projection, the loops' zeroed
-buffers, the readout): 1.3-1.7x a gap's own step time in a buffer 2-8x longer, 3-8.5x in
-one 4-32x longer (``benchmarks/RESULTS.md``). That is why it is not the default yet.
+Where the task can draw a *traced* length into a fixed buffer (``task.traced_length``:
+:meth:`lstmjax.tasks.base.Task.sample_at`), one compiled program serves every gap up to its
+buffer's, the gap a runtime argument:
+
+* **Diagnostics** (:func:`shared_diagnoser`, always): one program per variant, compiled for
+  ``frontier.max``; each probe's lines are trimmed to its own lags. Diagnostics run every
+  ``diagnostics.every`` steps, so the padding costs little there (a gap-5 LSTM probe's
+  diagnostics in a 160-step buffer: ~0.1 s a call, against 3-8 s to compile its own program).
+* **Training** (:func:`shared_chunk`, with ``frontier.shared_program: true``): each probe runs
+  the chunk program (:attr:`lstmjax.train.Trainer.chunk_at`) compiled for the smallest buffer
+  of ``frontier.max``, ``max / r``, ``max / r**2``, ... (``r = frontier.buffer_ratio``, 4 by
+  default; None: ``frontier.max`` only) that holds its gap (:func:`buffer_length`): a
+  doubling frontier compiles about ``log_r(max / start) + 1`` training programs per variant
+  instead of one per probe. The masked fast loops stop at the batch's last valid step
+  (:mod:`lstmjax.fast`), so a gap runs none of the buffer's padded steps; it still pays for
+  the buffer-sized work outside the loops (the hoisted projection, the loops' zeroed
+  buffers, the readout): 1.3-1.5x its own step time in a buffer 2x longer, up to ~2x in one
+  4x longer (``benchmarks/RESULTS.md``).
 
 A probe's draws are the same function of (seed, step, gap) as in its own program, and its
 numbers equal its own program's to float tolerance (the two are compiled apart: sums over
 the padded rows add exact zeros but may associate differently). Which program a probe runs
-depends only on its config (``frontier.max``), never on the other gaps probed.
+depends only on its own config (its gap, ``frontier.max`` and ``frontier.buffer_ratio``),
+never on the other gaps probed.
 """
 
 from __future__ import annotations
 
 import json
+import math
 
-__all__ = ["buffer_length", "shared_chunk", "shared_diagnoser"]
+__all__ = ["buffer_length", "diagnostics_buffer", "shared_chunk", "shared_diagnoser"]
 
 
-def buffer_length(cfg) -> int | None:
-    """The gap whose buffer a trial's chunk program is compiled for, when the trial shares
-    it with other gaps: ``frontier.max`` for a probe of a frontier over ``task.length`` with
-    ``frontier.shared_program`` whose task draws traced lengths; None otherwise (the trial's
-    own program, as before)."""
+def _traced_frontier(cfg) -> bool:
+    """Whether ``cfg`` is a probe of a frontier over ``task.length`` whose task draws traced
+    lengths (so a program compiled for a longer gap can serve it)."""
     from lstmjax.tasks.base import traced_lengths_supported
     from lstmjax.train import make_task
 
     fc = getattr(cfg, "frontier", None)
-    if fc is None or not fc.shared_program or fc.key != "task.length":
+    if fc is None or fc.key != "task.length" or not traced_lengths_supported():
+        return False
+    return bool(getattr(make_task(cfg), "traced_length", False))
+
+
+def buffers(max_gap: int, ratio: float | None) -> list[int]:
+    """The shared programs' buffer lengths, longest first: ``max_gap``, then
+    ``ceil(previous / ratio)`` while that is at least 1 and shorter (``ratio`` None: only
+    ``max_gap``). E.g. ``buffers(160, 4) == [160, 40, 10, 3, 1]``."""
+    out = [int(max_gap)]
+    while ratio is not None:
+        nxt = math.ceil(out[-1] / ratio)
+        if nxt < 1 or nxt >= out[-1]:
+            break
+        out.append(nxt)
+    return out
+
+
+def buffer_length(cfg) -> int | None:
+    """The gap whose buffer a trial's training chunk is compiled for when it shares the program
+    with other gaps (``frontier.shared_program``): the smallest of :func:`buffers`
+    (``frontier.max``, ``frontier.buffer_ratio``) that holds ``task.length``. None otherwise
+    (the trial's own program)."""
+    fc = getattr(cfg, "frontier", None)
+    if fc is None or not fc.shared_program or not _traced_frontier(cfg):
         return None
-    if not traced_lengths_supported():
+    gap = int(cfg.task.length)
+    if gap >= int(fc.max):
+        return gap
+    return min(b for b in buffers(fc.max, fc.buffer_ratio) if b >= gap)
+
+
+def diagnostics_buffer(cfg) -> int | None:
+    """The gap whose buffer a trial's diagnostics program is compiled for when it is shared by
+    the variant's gaps: ``frontier.max`` (whatever ``shared_program`` says: diagnostics are
+    rare, their padding cheap), or the trial's gap if longer; None where the task cannot
+    draw traced lengths, outside a frontier over ``task.length``, or without diagnostics."""
+    if getattr(cfg, "diagnostics", None) is None or not _traced_frontier(cfg):
         return None
-    if not getattr(make_task(cfg), "traced_length", False):
-        return None
-    return max(int(fc.max), int(cfg.task.length))
+    return max(int(cfg.frontier.max), int(cfg.task.length))
 
 
 def _buffer_cfg(cfg, buffer: int):
@@ -109,15 +150,14 @@ def shared_chunk(cfg, cache: dict, abstract, placement):
 
 def shared_diagnoser(cfg, cache: dict):
     """The :class:`~lstmjax.experiment.diagnose.Diagnoser` of ``cfg``'s trial running the
-    diagnostics program shared by every gap up to :func:`buffer_length` (built on first use and
-    kept in ``cache``; the gap a runtime argument, each line trimmed to the trial's own lags),
-    or None when the trial has its own program or records no diagnostics. Diagnostics run every
-    ``diagnostics.every`` steps, so the buffer's padded steps cost little there."""
+    diagnostics program shared by every gap up to :func:`diagnostics_buffer` (built on first
+    use and kept in ``cache``; the gap a runtime argument, each line trimmed to the trial's own
+    lags), or None when the trial has its own program or records no diagnostics."""
     from lstmjax.experiment.diagnose import Diagnoser
     from lstmjax.train import make_task, make_trainer
 
-    buffer = buffer_length(cfg)
-    if buffer is None or cfg.diagnostics is None:
+    buffer = diagnostics_buffer(cfg)
+    if buffer is None:
         return None
     key = _program_key(cfg, buffer, len(cfg.train.seeds), "", program="diagnostics")
     if key not in cache:  # (the jitted program places itself where the state lives)

@@ -82,8 +82,10 @@ Defaults shown; only ``task.name`` is required::
       min_solved: 0.5          # a probe is solved when this fraction of its seeds solve it
       max_budget: null         # extend an unsolved probe still learning up to these steps
       budget_factor: 2         # each extension multiplies the probe's train.steps by this
-      shared_program: false    # true: one program per variant for all gaps, compiled for max
-                               # (adding tasks; float tolerance; short gaps pay the padding)
+      shared_program: false    # true: gaps share training programs (the gap a runtime value;
+                               # adding tasks; float tolerance; a gap pays its buffer's padding)
+      buffer_ratio: 4          # their buffers: max, max/4, max/16, ...; a gap trains in the
+                               # smallest that holds it (null: one buffer, max)
     diagnostics: null          # gradient flow and gate statistics (diagnostics.jsonl); when
                                # given:
       every: 500               # steps (at the next chunk boundary), and at step 0
@@ -361,6 +363,7 @@ class FrontierConfig(_Section):
     max_budget: int | None = Field(None, ge=1, le=MAX_STEPS)
     budget_factor: float = Field(2.0, gt=1.0, le=100.0)
     shared_program: bool = False  # lstmjax.experiment.gap_programs
+    buffer_ratio: float | None = Field(4.0, gt=1.0, le=1000.0)  # (gap_programs.buffer_length)
 
     @model_validator(mode="after")
     def _start_below_max(self):
