@@ -9,22 +9,29 @@ buffer's, the gap a runtime argument:
   ``frontier.max``; each probe's lines are trimmed to its own lags. Diagnostics run every
   ``diagnostics.every`` steps, so the padding costs little there (a gap-5 LSTM probe's
   diagnostics in a 160-step buffer: ~0.1 s a call, against 3-8 s to compile its own program).
-* **Training** (:func:`shared_chunk`, with ``frontier.shared_program: true``): each probe runs
-  the chunk program (:attr:`lstmjax.train.Trainer.chunk_at`) compiled for the smallest buffer
-  of ``frontier.max``, ``max / r``, ``max / r**2``, ... (``r = frontier.buffer_ratio``, 4 by
-  default; None: ``frontier.max`` only) that holds its gap (:func:`buffer_length`): a
-  doubling frontier compiles about ``log_r(max / start) + 1`` training programs per variant
-  instead of one per probe. The masked fast loops stop at the batch's last valid step
-  (:mod:`lstmjax.fast`), so a gap runs none of the buffer's padded steps; it still pays for
-  the buffer-sized work outside the loops (the hoisted projection, the loops' zeroed
-  buffers, the readout): 1.3-1.5x its own step time in a buffer 2x longer, up to ~2x in one
-  4x longer (``benchmarks/RESULTS.md``).
+* **Training** (:func:`shared_chunk`; ``frontier.shared_program``, on by default): each
+  probe runs the chunk program (:attr:`lstmjax.train.Trainer.chunk_at`) compiled for the
+  smallest buffer of ``frontier.max``, ``max / r``, ``max / r**2``, ... (``r =
+  frontier.buffer_ratio``, 4 by default; None: ``frontier.max`` only) that holds its gap
+  (:func:`buffer_length`): a doubling frontier compiles about ``log_r(max / start) + 1``
+  training programs per variant instead of one per probe. The masked fast loops stop at the
+  batch's last valid step (:mod:`lstmjax.fast`), so a gap runs none of the buffer's padded
+  steps; it still pays for the buffer-sized work outside the loops (the hoisted projection,
+  the loops' zeroed buffers, the readout): 1.3-1.5x its own step time in a buffer 2x longer,
+  up to ~2x in one 4x longer (``benchmarks/RESULTS.md``). The quickstart (gaps 5 to 160, 3
+  variants) then compiles 9 training programs instead of 18, and 3 diagnostics programs
+  instead of 18: the whole run in 0.66x the wall time of a training and a diagnostics
+  program per probe.
 
 A probe's draws are the same function of (seed, step, gap) as in its own program, and its
 numbers equal its own program's to float tolerance (the two are compiled apart: sums over
-the padded rows add exact zeros but may associate differently). Which program a probe runs
-depends only on its own config (its gap, ``frontier.max`` and ``frontier.buffer_ratio``),
-never on the other gaps probed.
+the padded rows add exact zeros but may associate differently). Over thousands of steps a
+trajectory near chaos (the tanh RNN at a gap it barely solves) amplifies that difference, so
+a marginal probe's seeds can solve at other steps or not at all -- as they would with other
+seeds: measured over 16 seeds at gaps 20 and 24, own and shared programs solved 12 and 10,
+and 5 and 6 (``benchmarks/RESULTS.md``). Which program a probe runs depends only on its own
+config (its gap, ``frontier.max`` and ``frontier.buffer_ratio``), never on the other gaps
+probed, and a run is bit-identical to itself.
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ from __future__ import annotations
 import json
 import math
 
-__all__ = ["buffer_length", "diagnostics_buffer", "shared_chunk", "shared_diagnoser"]
+__all__ = ["buffer_length", "buffers", "diagnostics_buffer", "shared_chunk",
+           "shared_diagnoser"]
 
 
 def _traced_frontier(cfg) -> bool:
@@ -79,9 +87,10 @@ def diagnostics_buffer(cfg) -> int | None:
     the variant's gaps: ``frontier.max`` (whatever ``shared_program`` says: diagnostics are
     rare, their padding cheap), or the trial's gap if longer; None where the task cannot
     draw traced lengths, outside a frontier over ``task.length``, or without diagnostics."""
+    fc = getattr(cfg, "frontier", None)
     if getattr(cfg, "diagnostics", None) is None or not _traced_frontier(cfg):
         return None
-    return max(int(cfg.frontier.max), int(cfg.task.length))
+    return max(int(fc.max), int(cfg.task.length))
 
 
 def _buffer_cfg(cfg, buffer: int):

@@ -82,12 +82,9 @@ Defaults shown; only ``task.name`` is required::
       min_solved: 0.5          # a probe is solved when this fraction of its seeds solve it
       max_budget: null         # extend an unsolved probe still learning up to these steps
       budget_factor: 2         # each extension multiplies the probe's train.steps by this
-      shared_program: false    # true: gaps share training programs (the gap a runtime value;
-                               # adding tasks; float tolerance; a gap pays its buffer's padding)
-      buffer_ratio: 4          # their buffers: max, max/4, max/16, ...; a gap trains in the
-                               # smallest that holds it (null: one buffer, max)
-    diagnostics: null          # gradient flow and gate statistics (diagnostics.jsonl); when
-                               # given:
+      shared_program: true     # gaps share training programs (tasks with traced lengths)
+      buffer_ratio: 4          # buffers max, max/4, ...: a gap takes the smallest that fits
+    diagnostics: null          # gradient flow, gate statistics (diagnostics.jsonl); given:
       every: 500               # steps (at the next chunk boundary), and at step 0
       batch_size: 32           # fixed sequences the diagnostics look at
       num_probes: 8            # random probe vectors of the gradient flow
@@ -362,7 +359,7 @@ class FrontierConfig(_Section):
     # (budget extension of an unsolved probe: lstmjax.experiment.frontier.fair_budget)
     max_budget: int | None = Field(None, ge=1, le=MAX_STEPS)
     budget_factor: float = Field(2.0, gt=1.0, le=100.0)
-    shared_program: bool = False  # lstmjax.experiment.gap_programs
+    shared_program: bool = True  # lstmjax.experiment.gap_programs
     buffer_ratio: float | None = Field(4.0, gt=1.0, le=1000.0)  # (gap_programs.buffer_length)
 
     @model_validator(mode="after")
