@@ -137,3 +137,16 @@ def test_gpu_script_smoke_run_writes_every_section(tmp_path):
                   "### Vmapped seeds", "### Quickstart wall time", "total "):
         assert title in text, title
     assert "wall, finished." in text, text[-1500:]
+
+
+def test_shared_seeds_benchmark_prints_own_and_shared_rows(capsys):
+    """``python -m benchmarks.shared_seeds`` at a toy size: per gap a row for the gap's own
+    program and one for the shared buffer that holds it (gap 6: buffer 10 of 160, 40, 10)."""
+    from benchmarks.shared_seeds import main
+
+    assert main(["--gaps", "6", "--seeds", "2", "--steps", "100"]) == 0
+    rows = [ln.split("|")[1:-1] for ln in capsys.readouterr().out.splitlines()[2:]]
+    assert [(r[0].strip(), r[1].strip()) for r in rows] == [("6", "own"), ("6", "buffer 10")]
+    for r in rows:
+        solved, seeds = r[2].strip().split("/")
+        assert seeds == "2" and 0 <= int(solved) <= 2
