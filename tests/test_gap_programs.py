@@ -117,8 +117,7 @@ def _frontier_cfg(**train):
         "train": {"optimizer": "adam", "learning_rate": 1e-2, "batch_size": 4, "steps": 20,
                   "eval_every": 5, "eval_batch_size": 4, "seeds": 2, **train},
         "sweep": {"variant": [{"name": c, "model.cell": c} for c in ("rnn", "lstm", "gru")]},
-        "frontier": {"key": "task.length", "start": 4, "max": 32, "factor": 2,
-                     "shared_program": True},
+        "frontier": {"key": "task.length", "start": 4, "max": 32, "factor": 2},
     })
 
 
@@ -141,9 +140,10 @@ class _ChunkCompiles:
         jax.monitoring.unregister_event_duration_listener(self._on)
 
 
-def test_frontier_compiles_one_training_program_per_cell():
+def test_frontier_compiles_two_training_programs_per_cell_by_default():
     """Six probes of each of three cells, compiled as a run compiles them (one cache shared by
-    its jobs): one chunk program per cell, not one per gap."""
+    its jobs), with the default frontier settings: two chunk programs per cell (one per
+    buffer), not one per gap."""
     cfg = _frontier_cfg()
     variants = expand(cfg)
     with _ChunkCompiles() as counted:
