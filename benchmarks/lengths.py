@@ -4,8 +4,8 @@
 On the quickstart's shape (adding, H 32, batch 32, 3 seeds vmapped, 100 steps per chunk,
 eval batch 256), per cell: the compile time of the training chunk built for one gap
 (``trainer.chunk``, as every gap compiles today) and of the shared chunk built for a buffer
-(``trainer.chunk_at(state, length)``: any gap up to the buffer, the length a runtime
-value), and the time of one chunk at each gap in its own program and in each buffer's
+(``trainer.chunk_at(state, length, total)``: any gap up to the buffer, the length a
+runtime value), and the time of one chunk at each gap in its own program and in each buffer's
 program (all programs of a cell timed interleaved, median of ``--repeats``). The
 ratio shared/own is what a gap pays for its padding. Runs with an older lstmjax too (then
 only the own-gap rows): put it first on ``PYTHONPATH``.
@@ -43,12 +43,18 @@ def build(cell: str, length: int, buffer: int | None):
     cfg = config(cell, length if buffer is None else buffer)
     tr = make_trainer(cfg)
     state0 = jax.jit(jax.vmap(tr.init))(*_init_args(cfg))
-    t0 = time.perf_counter()
+    from lstmjax.experiment.compile_cache import compiler_options
+
+    t0 = time.perf_counter()  # (compiled as a run compiles them: compiler_options())
     if buffer is None:
-        exe = jax.jit(jax.vmap(tr.chunk), donate_argnums=0).lower(state0).compile()
+        exe = jax.jit(jax.vmap(tr.chunk), donate_argnums=0).lower(state0).compile(
+            compiler_options=compiler_options())
     else:
-        fn = jax.jit(jax.vmap(tr.chunk_at, in_axes=(0, None)), donate_argnums=0)
-        exe = fn.lower(state0, jax.numpy.asarray(length, "int32")).compile()
+        total = jax.numpy.asarray(cfg.train.steps, "int32")
+        fn = jax.jit(jax.vmap(tr.chunk_at, in_axes=(0, None, None)), donate_argnums=0)
+        exe = fn.lower(state0, jax.numpy.asarray(length, "int32"), total).compile(
+            compiler_options=compiler_options())
+        exe = (lambda compiled, total: lambda s, n: compiled(s, n, total))(exe, total)
     return exe, state0, time.perf_counter() - t0
 
 
