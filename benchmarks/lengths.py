@@ -52,9 +52,11 @@ def build(cell: str, length: int, buffer: int | None):
     else:
         total = jax.numpy.asarray(cfg.train.steps, "int32")
         fn = jax.jit(jax.vmap(tr.chunk_at, in_axes=(0, None, None)), donate_argnums=0)
-        exe = fn.lower(state0, jax.numpy.asarray(length, "int32"), total).compile(
+        compiled = fn.lower(state0, jax.numpy.asarray(length, "int32"), total).compile(
             compiler_options=compiler_options())
-        exe = (lambda compiled, total: lambda s, n: compiled(s, n, total))(exe, total)
+
+        def exe(state, n):
+            return compiled(state, n, total)
     return exe, state0, time.perf_counter() - t0
 
 

@@ -51,7 +51,7 @@ def main(argv=None) -> int:
         for name, trial in (("own", own), (f"buffer {buffer_length(shared.cfg)}", shared)):
             compiled = compile_job(Job((trial,)), cache)
             state = compiled.init(*compiled.init_args)
-            for _ in range(-(-a.steps // 100)):
+            for _ in range(-(-a.steps // cfg.train.eval_every)):  # chunks
                 state, _ = compiled.chunk(state, np.int32(a.steps))
             steps = sorted(int(s) for s in np.asarray(state.solved_step) if s >= 0)
             median = f"{np.median(steps):.0f}" if steps else "-"

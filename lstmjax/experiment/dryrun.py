@@ -227,7 +227,7 @@ def _programs(cfg: ExperimentConfig, kind: str, found, plan: dict, count: int,
     frontier's gaps share it) and one per ``eval.lengths`` value per trial."""
     from lstmjax import tasks
     from lstmjax._util import hashable
-    from lstmjax.experiment.gap_programs import buffer_length, buffers, diagnostics_buffer
+    from lstmjax.experiment.gap_programs import buffer_length, buffers_used, diagnostics_buffer
 
     if exact:
         jobs = make_jobs(list(found.upfront), {k: str(v) for k, v in plan.items()})
@@ -242,9 +242,7 @@ def _programs(cfg: ExperimentConfig, kind: str, found, plan: dict, count: int,
     if not exact and kind == "frontier":
         variants = len(found.upfront)
         if all(buffer_length(t.cfg) is not None for t in found.upfront):
-            fc = found.fc  # one per variant and buffer that can hold a gap from start up
-            held = sum(b >= fc.start for b in buffers(fc.max, fc.buffer_ratio))
-            training = min(count, variants * held)
+            training = min(count, variants * buffers_used(found.fc))  # one per buffer
         if diagnostics and all(diagnostics_buffer(t.cfg) is not None for t in found.upfront):
             diagnostics = min(count, variants)  # one per variant, shared by its gaps
     keys = set()

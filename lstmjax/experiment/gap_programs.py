@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import math
 
-__all__ = ["buffer_length", "buffers", "diagnostics_buffer", "shared_chunk",
+__all__ = ["buffer_length", "buffers", "buffers_used", "diagnostics_buffer", "shared_chunk",
            "shared_diagnoser"]
 
 
@@ -66,6 +66,12 @@ def buffers(max_gap: int, ratio: float | None) -> list[int]:
             break
         out.append(nxt)
     return out
+
+
+def buffers_used(fc) -> int:
+    """How many of :func:`buffers` a frontier's gaps (``fc.start`` to ``fc.max``) can train in,
+    i.e. the most training programs one variant compiles when its gaps share them."""
+    return sum(b >= fc.start for b in buffers(fc.max, fc.buffer_ratio))
 
 
 def buffer_length(cfg) -> int | None:
